@@ -1,0 +1,33 @@
+"""Classifier networks: `create_model(arch, ...)` by name.
+
+Every model exposes `.features(x)` (N x D, the pooled penultimate layer, used by the invariance metrics)
+and `.head` (nn.Linear, or CosineLinear for LDAM), with forward(x) == head(features(x)).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from gitune.errors import UserError
+from gitune.models.heads import CosineLinear
+from gitune.models.resnet import DEPTH_TO_BLOCKS, CifarResNet, resnet
+from gitune.models.small_cnn import SmallCNN
+
+MODEL_NAMES = ("small_cnn", "resnet20", "resnet32", "resnet44", "resnet56")
+
+__all__ = ["MODEL_NAMES", "CifarResNet", "CosineLinear", "SmallCNN", "count_parameters", "create_model"]
+
+
+def create_model(arch: str, num_classes: int, in_channels: int, cosine_head: bool = False) -> nn.Module:
+    """Build the classifier named by config key `model.arch`; unknown names are a UserError."""
+    if arch not in MODEL_NAMES:
+        raise UserError(f"model.arch: unknown architecture {arch!r} (expected one of: {', '.join(MODEL_NAMES)})")
+    if arch == "small_cnn":
+        return SmallCNN(num_classes, in_channels, cosine_head)
+    assert arch in DEPTH_TO_BLOCKS
+    return resnet(arch, num_classes, in_channels, cosine_head)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters, for logging model size."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,349 @@
+"""Search-space files: YAML → validated SweepSpec → Ray Tune param space.
+
+Everything a trial will read is validated here, on the driver, before Ray starts: fixed values and
+every value a distribution can sample. Each error names the file and the key. Ray is imported only
+by `param_space`/`search_algorithm`, so `--dry-run` and error paths stay fast.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gitune import config as C
+from gitune.errors import UserError
+
+TRAINABLES = ("classifier",)
+SEARCHERS = ("random", "grid", "optuna")
+SCHEDULERS = ("asha", "fifo")
+DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "randint", "choice", "grid")
+# Reported every epoch, so ASHA can compare trials on them at any rung.
+EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/bal_acc", "val/acc_many",
+                 "val/acc_medium", "val/acc_few")
+
+TOP_KEYS = {
+    "name": "the sweep (and MLflow experiment) name",
+    "description": "free text",
+    "trainable": "which trainable to run",
+    "metric": "the metric ASHA and the searcher optimise",
+    "mode": "max or min",
+    "num_samples": "trials to sample",
+    "scheduler": "the trial scheduler",
+    "search": "the search algorithm",
+    "resources": "per-trial resources",
+    "checkpoint": "checkpoint retention",
+    "failure": "retries of crashed trials",
+    "config": "fixed trial config",
+    "space": "tuned trial config",
+}
+SUB_DEFAULTS: dict[str, dict[str, Any]] = {
+    "scheduler": {"type": "asha", "max_t": None, "grace_period": 1, "reduction_factor": 3},
+    "search": {"type": "random", "seed": 0, "max_concurrent": None},
+    "resources": {"cpu": 1, "gpu": 0},
+    "checkpoint": {"num_to_keep": 2},
+    "failure": {"max_failures": 2},
+}
+
+
+@dataclass
+class SweepSpec:
+    """A validated sweep: what to run, how to schedule it, which keys are fixed and which tuned."""
+
+    name: str
+    trainable: str
+    metric: str
+    mode: str
+    num_samples: int
+    scheduler: dict[str, Any]
+    search: dict[str, Any]
+    resources: dict[str, Any]
+    checkpoint: dict[str, Any]
+    failure: dict[str, Any]
+    config: dict[str, Any]
+    space: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    description: str = ""
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_spec(path: str | Path, overrides: list[str] = (), num_samples: int | None = None,
+              name: str | None = None) -> SweepSpec:
+    """Read, merge overrides into and validate a space file. Raises UserError on any mistake."""
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        raise UserError(f"{where}: no such file (expected a YAML search-space file)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{where}: invalid YAML{at}: {problem}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{where}: not a text file (expected a YAML search-space file)") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: expected a mapping with keys {', '.join(TOP_KEYS)}")
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        apply_override(raw, item)
+    if num_samples is not None:
+        raw["num_samples"] = num_samples
+    if name is not None:
+        raw["name"] = name
+    return build_spec(raw, where)
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """`--set key=value`: a spec key (scheduler.max_t=5) or a config key (train.epochs=5).
+
+    A config key that is also tuned in `space` is pinned: the override wins and the key leaves the space.
+    """
+    if "=" not in item:
+        raise UserError(f"--set {item}: expected KEY=VALUE, e.g. train.epochs=5")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise UserError(f"--set {item}: the value is not valid YAML") from None
+    top = key.split(".")[0]
+    if top in C.GROUPS:
+        C.check_key(key, f"--set {key}")
+        C.set_dotted(raw.setdefault("config", {}) or {}, key, value)
+        if isinstance(raw.get("config"), dict) is False:
+            raw["config"] = {}
+        space = raw.get("space")
+        if isinstance(space, dict):
+            space.pop(key, None)
+        return
+    if top not in TOP_KEYS:
+        raise UserError(f"--set {key}: unknown key (expected a spec key ({', '.join(TOP_KEYS)}) "
+                        f"or a config key under {', '.join(C.GROUPS)})")
+    if "." in key:
+        node = raw.setdefault(top, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set {key}: '{top}' is not a mapping in the file")
+        C.set_dotted(node, key.split(".", 1)[1], value)
+    else:
+        raw[key] = value
+
+
+def build_spec(raw: dict[str, Any], where: str) -> SweepSpec:
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise UserError(f"{where}: {key}: unknown key (expected one of: {', '.join(TOP_KEYS)})")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip() or "/" in name:
+        raise UserError(f"{where}: name: expected a non-empty sweep name without '/', got {name!r}")
+    trainable = raw.get("trainable", "classifier")
+    if trainable not in TRAINABLES:
+        raise UserError(f"{where}: trainable: expected one of: {', '.join(TRAINABLES)}, got {trainable!r}")
+    mode = raw.get("mode", "max")
+    if mode not in ("max", "min"):
+        raise UserError(f"{where}: mode: expected max or min, got {mode!r}")
+    metric = raw.get("metric", "val/bal_acc")
+    if metric not in EPOCH_METRICS and not _is_class_metric(metric):
+        raise UserError(f"{where}: metric: expected a metric reported every epoch "
+                        f"({', '.join(EPOCH_METRICS)}, val/class_acc/cNNN), got {metric!r}")
+    num_samples = raw.get("num_samples", 1)
+    if not C._is_int(num_samples) or num_samples < 1:
+        raise UserError(f"{where}: num_samples: expected an integer ≥ 1, got {num_samples!r}")
+    desc = raw.get("description", "")
+    if not isinstance(desc, str):
+        raise UserError(f"{where}: description: expected text, got {type(desc).__name__}")
+
+    subs = {k: _sub_block(raw, k, where) for k in SUB_DEFAULTS}
+    cfg_raw = raw.get("config")
+    cfg = C.merge_config(cfg_raw, f"{where}: config")
+    space = _parse_space(raw.get("space"), where)
+    C.validate_config(cfg, f"{where}: config", tuned=set(space))
+    _check_subs(subs, cfg, space, where)
+    spec = SweepSpec(name=name.strip(), trainable=trainable, metric=metric, mode=mode,
+                     num_samples=num_samples, config=cfg, space=space, description=desc,
+                     source=where, **subs)
+    _check_space_sample(spec, where)
+    return spec
+
+
+def _is_class_metric(metric: Any) -> bool:
+    return isinstance(metric, str) and metric.startswith("val/class_acc/c") and metric[15:].isdigit()
+
+
+def _sub_block(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    block = raw.get(key) or {}
+    if not isinstance(block, dict):
+        raise UserError(f"{where}: {key}: expected a mapping with keys {', '.join(SUB_DEFAULTS[key])}")
+    out = dict(SUB_DEFAULTS[key])
+    for k, v in block.items():
+        if k not in out:
+            raise UserError(f"{where}: {key}.{k}: unknown key (expected one of: {', '.join(out)})")
+        out[k] = v
+    return out
+
+
+def _check_subs(subs: dict[str, dict[str, Any]], cfg: dict[str, Any], space: dict, where: str) -> None:
+    def need(ok: bool, key: str, expected: str, value: Any) -> None:
+        if not ok:
+            raise UserError(f"{where}: {key}: expected {expected}, got {value!r}")
+
+    sch = subs["scheduler"]
+    need(sch["type"] in SCHEDULERS, "scheduler.type", "one of: " + ", ".join(SCHEDULERS), sch["type"])
+    epochs = cfg["train"]["epochs"]
+    if sch["max_t"] is None:
+        sch["max_t"] = epochs if "train.epochs" not in space else max(_values_or_bounds(space["train.epochs"]))
+    need(C._is_int(sch["max_t"]) and sch["max_t"] >= 1, "scheduler.max_t", "an integer ≥ 1", sch["max_t"])
+    if "train.epochs" not in space:
+        need(sch["max_t"] <= epochs, "scheduler.max_t",
+             f"≤ config.train.epochs ({epochs}); ASHA counts epochs", sch["max_t"])
+    need(C._is_int(sch["grace_period"]) and 1 <= sch["grace_period"] <= sch["max_t"],
+         "scheduler.grace_period", f"an integer from 1 to scheduler.max_t ({sch['max_t']})",
+         sch["grace_period"])
+    need(C._is_num(sch["reduction_factor"]) and sch["reduction_factor"] > 1,
+         "scheduler.reduction_factor", "a number > 1", sch["reduction_factor"])
+
+    se = subs["search"]
+    need(se["type"] in SEARCHERS, "search.type", "one of: " + ", ".join(SEARCHERS), se["type"])
+    need(se["seed"] is None or (C._is_int(se["seed"]) and se["seed"] >= 0), "search.seed",
+         "a non-negative integer or null", se["seed"])
+    need(se["max_concurrent"] is None or (C._is_int(se["max_concurrent"]) and se["max_concurrent"] >= 1),
+         "search.max_concurrent", "an integer ≥ 1 or null", se["max_concurrent"])
+    for key, dist in space.items():
+        kind = next(iter(dist))
+        if se["type"] == "optuna" and kind == "grid":
+            raise UserError(f"{where}: space.{key}: Optuna cannot take 'grid'; use 'choice' or search.type: grid")
+        if se["type"] == "grid" and kind not in ("grid", "choice"):
+            raise UserError(f"{where}: space.{key}: search.type grid needs finite values "
+                            f"('grid' or 'choice'), got '{kind}'")
+
+    res = subs["resources"]
+    need(C._is_num(res["cpu"]) and res["cpu"] > 0, "resources.cpu", "a number > 0", res["cpu"])
+    need(C._is_num(res["gpu"]) and res["gpu"] >= 0 and (res["gpu"] <= 1 or float(res["gpu"]).is_integer()),
+         "resources.gpu", "0, a fraction ≤ 1 (packs trials on a GPU) or a whole number", res["gpu"])
+    nk = subs["checkpoint"]["num_to_keep"]
+    need(nk is None or (C._is_int(nk) and nk >= 1), "checkpoint.num_to_keep", "an integer ≥ 1 or null", nk)
+    mf = subs["failure"]["max_failures"]
+    need(C._is_int(mf) and mf >= -1, "failure.max_failures", "an integer ≥ 0 (or -1: retry forever)", mf)
+
+
+def _parse_space(space: Any, where: str) -> dict[str, dict[str, list[Any]]]:
+    if space is None:
+        return {}
+    if not isinstance(space, dict):
+        raise UserError(f"{where}: space: expected a mapping of dotted config keys to distributions")
+    out: dict[str, dict[str, list[Any]]] = {}
+    for key, dist in space.items():
+        w = f"{where}: space.{key}"
+        key = str(key)
+        chk = C.check_key(key, w)
+        if not isinstance(dist, dict) or len(dist) != 1:
+            raise UserError(f"{w}: expected one distribution, e.g. {{uniform: [0.0, 0.8]}} "
+                            f"(one of: {', '.join(DISTRIBUTIONS)})")
+        kind, args = next(iter(dist.items()))
+        if kind not in DISTRIBUTIONS:
+            raise UserError(f"{w}: unknown distribution '{kind}' (expected one of: {', '.join(DISTRIBUTIONS)})")
+        if not isinstance(args, list) or not args:
+            raise UserError(f"{w}.{kind}: expected a non-empty list, got {args!r}")
+        if kind in ("choice", "grid"):
+            for v in args:
+                if not chk.test(v):
+                    raise UserError(f"{w}.{kind}: value {v!r} is not allowed for {key} (expected {chk.expected})")
+                if isinstance(v, (list, dict)) and kind == "choice":
+                    raise UserError(f"{w}.choice: values must be numbers or strings (use 'grid' for lists)")
+        else:
+            _check_numeric(kind, args, key, chk, w)
+        out[key] = {kind: list(args)}
+    return out
+
+
+def _check_numeric(kind: str, args: list[Any], key: str, chk: C.Check, w: str) -> None:
+    n = 3 if kind == "quniform" else 2
+    if len(args) != n or not all(C._is_num(a) for a in args):
+        shape = "[low, high, q]" if kind == "quniform" else "[low, high]"
+        raise UserError(f"{w}.{kind}: expected {shape} numbers, got {args!r}")
+    if chk.numeric is None:
+        raise UserError(f"{w}.{kind}: {key} is not numeric (expected {chk.expected}); use choice")
+    lo, hi = args[0], args[1]
+    if not lo < hi:
+        raise UserError(f"{w}.{kind}: expected low < high, got [{lo}, {hi}]")
+    if kind == "loguniform" and lo <= 0:
+        raise UserError(f"{w}.loguniform: bounds must be > 0, got [{lo}, {hi}]")
+    if kind == "quniform" and args[2] <= 0:
+        raise UserError(f"{w}.quniform: q must be > 0, got {args[2]}")
+    if chk.numeric == "int" and kind != "randint" and not (kind == "quniform" and float(args[2]).is_integer()
+                                                            and float(lo).is_integer()):
+        raise UserError(f"{w}.{kind}: {key} takes integers; use randint, choice or quniform with integer q")
+    if kind == "randint" and not (C._is_int(lo) and C._is_int(hi)):
+        raise UserError(f"{w}.randint: expected integer bounds [low, high) , got {args!r}")
+    top = hi - 1 if kind == "randint" else hi
+    for bound in (lo, top):
+        value = int(bound) if chk.numeric == "int" else float(bound)
+        if not chk.test(value):
+            raise UserError(f"{w}.{kind}: bound {bound} is out of range for {key} (expected {chk.expected})")
+
+
+def _values_or_bounds(dist: dict[str, list[Any]]) -> list[Any]:
+    kind, args = next(iter(dist.items()))
+    if kind in ("choice", "grid"):
+        return list(args)
+    return [args[0], args[1] - 1 if kind == "randint" else args[1]]
+
+
+def _check_space_sample(spec: SweepSpec, where: str) -> None:
+    """Cross-key rules on one representative config per tuned value (catches e.g. npz without a path)."""
+    for key, dist in spec.space.items():
+        for value in _values_or_bounds(dist):
+            cfg = copy.deepcopy(spec.config)
+            value = int(value) if C.schema()[key].numeric == "int" else value
+            C.set_dotted(cfg, key, value)
+            C.validate_config(cfg, f"{where}: space.{key}={value!r} →", tuned=set(spec.space) - {key})
+
+
+def param_space(spec: SweepSpec) -> dict[str, Any]:
+    """The nested Ray Tune param space: fixed config with tune distributions at the tuned keys."""
+    from ray import tune
+
+    out = copy.deepcopy(spec.config)
+    for key, dist in spec.space.items():
+        kind, args = next(iter(dist.items()))
+        is_int = C.schema()[key].numeric == "int"
+        if kind == "uniform":
+            d = tune.uniform(*args)
+        elif kind == "loguniform":
+            d = tune.loguniform(*args)
+        elif kind == "quniform":
+            d = tune.qrandint(int(args[0]), int(args[1]), int(args[2])) if is_int else tune.quniform(*args)
+        elif kind == "randint":
+            d = tune.randint(*args)
+        elif kind == "choice":
+            d = tune.choice(args)
+        else:
+            d = tune.grid_search(args)
+        if spec.search["type"] == "grid" and kind == "choice":
+            d = tune.grid_search(args)
+        C.set_dotted(out, key, d)
+    return out
+
+
+def search_algorithm(spec: SweepSpec):
+    """Random (seeded), grid or Optuna TPE (seeded), as the spec says."""
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    se = spec.search
+    if se["type"] == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        alg = OptunaSearch(seed=se["seed"])  # TPE, seeded
+        return ConcurrencyLimiter(alg, max_concurrent=se["max_concurrent"]) if se["max_concurrent"] else alg
+    return BasicVariantGenerator(random_state=se["seed"], max_concurrent=se["max_concurrent"] or 0)
+
+
+def describe(spec: SweepSpec) -> str:
+    """The resolved spec as YAML, for --dry-run and the MLflow parent run."""
+    return yaml.safe_dump(spec.to_dict(), sort_keys=False, default_flow_style=None, width=100)

@@ -1,0 +1,260 @@
+"""`python -m gitune.sweep --space FILE`: run a sweep with Ray Tune (ASHA + random/grid/Optuna), tracked in MLflow.
+
+Order matters: everything the user can get wrong (spec, overrides, data files, tracking server) is
+checked before Ray starts or any MLflow run exists, so a mistake costs one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gitune.errors import UserError
+from gitune.spaces import SweepSpec, describe, load_spec
+
+SUMMARY_KEYS = ("val/bal_acc", "val/acc", "val/acc_many", "val/acc_medium", "val/acc_few", "inv/ekld_many",
+                "inv/ekld_few", "inv/ekld_size_spearman", "test/bal_acc", "test/acc_few", "epoch")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage + message)
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = _Parser(prog="python -m gitune.sweep", description=__doc__.splitlines()[0])
+    p.add_argument("--space", required=True, help="search-space YAML file (see search_spaces/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec or config key, e.g. --set train.epochs=5 --set scheduler.max_t=5")
+    p.add_argument("--num-samples", type=int, help="number of trials (overrides num_samples)")
+    p.add_argument("--name", help="sweep / MLflow experiment name (overrides name)")
+    p.add_argument("--storage", help="where Tune keeps results and checkpoints: a local folder (default "
+                   "./ray_results), s3://… or gs://… (shared storage is needed on a multi-node cluster)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's default, "
+                   "sqlite:///mlflow.db in the working directory; http://host:5000 for a server)")
+    p.add_argument("--address", help="Ray cluster to join (auto, ray://host:10001); default: start a local one")
+    p.add_argument("--resume", action="store_true", help="continue the latest interrupted run of this sweep")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved spec and exit")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except UserError as e:
+        print(f"gitune: error: {e}", file=sys.stderr)
+        return 2
+
+
+def storage_root(arg: str | None) -> str:
+    if arg and "://" in arg:
+        return arg.rstrip("/")
+    return str(Path(arg or "ray_results").expanduser().resolve())
+
+
+def absolutize_paths(cfg: dict[str, Any]) -> None:
+    """Trials run in their own directories: data paths are taken relative to where the user ran the sweep."""
+    data = cfg["data"]
+    for key in ("root", "path"):
+        if isinstance(data.get(key), str) and "://" not in data[key]:
+            data[key] = str(Path(data[key]).expanduser().resolve())
+
+
+def preflight_data(spec: SweepSpec) -> None:
+    """Open the data sources every trial will read (cheap checks), so bad files fail here, not in trials."""
+    from gitune.config import set_dotted
+    from gitune.data.sources import check_source
+
+    variants = [spec.config]
+    for key in ("data.name", "data.path", "data.root"):
+        if key in spec.space:
+            values = next(iter(spec.space[key].values()))
+            for v in values:
+                cfg = {**spec.config, "data": dict(spec.config["data"])}
+                set_dotted(cfg, key, v)
+                absolutize_paths(cfg)
+                variants.append(cfg)
+    for cfg in variants:
+        check_source(cfg["data"])
+
+
+def latest_run_dir(root: str, name: str) -> str | None:
+    base = Path(root) / name
+    if "://" in root or not base.is_dir():
+        return None
+    runs = sorted(d for d in base.iterdir() if d.is_dir() and (d / "tuner.pkl").exists())
+    return str(runs[-1]) if runs else None
+
+
+def asha_rungs(spec: SweepSpec) -> list[int]:
+    """Epochs at which ASHA may stop a trial: invariance is also measured there, so every trial's
+    per-class plots reflect the epoch it ended at."""
+    s = spec.scheduler
+    if s["type"] != "asha":
+        return []
+    rungs, t = [], float(s["grace_period"])
+    while t < s["max_t"]:
+        rungs.append(int(round(t)))
+        t *= s["reduction_factor"]
+    return rungs
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_spec(args.space, args.overrides, args.num_samples, args.name)
+    if args.dry_run:
+        print(describe(spec), end="")
+        print(f"# valid: {len(spec.space)} tuned key(s), {spec.num_samples} sample(s); data files not checked "
+              f"in --dry-run")
+        return 0
+    if args.num_samples is not None and args.num_samples < 1:
+        raise UserError(f"--num-samples: expected an integer ≥ 1, got {args.num_samples}")
+    absolutize_paths(spec.config)
+    preflight_data(spec)
+
+    from gitune import tracking
+
+    uri = tracking.resolve_uri(args.tracking_uri)
+    tracking.check_reachable(uri)
+    root = storage_root(args.storage)
+    if args.resume:
+        run_dir = latest_run_dir(root, spec.name)
+        if run_dir is None:
+            raise UserError(f"--resume: no interrupted run of sweep '{spec.name}' under {root}/{spec.name}")
+    else:
+        run_dir = f"{root}/{spec.name}/{time.strftime('%Y%m%d-%H%M%S')}"
+    ctx = tracking.start_sweep(spec.name, uri, run_dir, describe(spec), Path(args.space),
+                               _sweep_params(spec), args.resume)
+    print(f"gitune: sweep '{spec.name}': results and checkpoints in {run_dir}")
+    print(f"gitune: MLflow experiment '{spec.name}' (id {ctx.experiment_id}), parent run {ctx.parent_run_id}, "
+          f"tracking URI {uri}")
+    if uri.startswith("sqlite:///"):
+        print(f"gitune: watch it with: mlflow ui --backend-store-uri {uri}")
+    status = "FAILED"
+    summary: dict[str, Any] = {}
+    try:
+        results = _fit(spec, ctx, run_dir, args)
+        # Tune handles Ctrl-C itself: it saves the experiment and returns with trials left unfinished.
+        if results.num_terminated + results.num_errors < len(results):
+            raise KeyboardInterrupt
+        summary = _print_best(spec, results)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        print(f"gitune: interrupted; continue with: {_resume_command(args)}", file=sys.stderr)
+        return 130
+    finally:
+        tracking.end_sweep(ctx, status, summary)
+    return 0
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    parts = ["python -m gitune.sweep --space", args.space]
+    parts += [f"--set {o}" for o in args.overrides]
+    for flag in ("num_samples", "name", "storage", "tracking_uri", "address"):
+        if getattr(args, flag) is not None:
+            parts.append(f"--{flag.replace('_', '-')} {getattr(args, flag)}")
+    return " ".join(parts + ["--resume"])
+
+
+def _sweep_params(spec: SweepSpec) -> dict[str, Any]:
+    params: dict[str, Any] = {"metric": spec.metric, "mode": spec.mode, "num_samples": spec.num_samples,
+                              "search": spec.search["type"], "scheduler": spec.scheduler["type"],
+                              "trainable": spec.trainable}
+    for k, v in spec.scheduler.items():
+        params[f"scheduler.{k}"] = v
+    for k, dist in spec.space.items():
+        params[f"space.{k}"] = dist
+    return params
+
+
+def _fit(spec: SweepSpec, ctx, run_dir: str, args: argparse.Namespace):
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table: chosen columns, not 300 metrics
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # MLflow is the record; no CSV/TB/JSON copies
+    import ray
+    from ray import tune
+
+    from gitune.spaces import param_space, search_algorithm
+    from gitune.trainables.classifier import train_classifier
+    from gitune.tracking import trial_status_callback
+
+    started_ray = False
+    if not ray.is_initialized():
+        ray.init(address=args.address, include_dashboard=False, log_to_driver=True)
+        started_ray = True
+    try:
+        trainable = tune.with_parameters(train_classifier, tracking=ctx, invariance_epochs=asha_rungs(spec))
+        res = spec.resources
+        trainable = tune.with_resources(trainable, {"cpu": res["cpu"], "gpu": res["gpu"]})
+        scheduler = _scheduler(spec)
+        parent, name = run_dir.rsplit("/", 1)
+        reporter = tune.CLIReporter(
+            metric_columns={"epoch": "epoch", spec.metric: spec.metric, "val/acc_few": "few",
+                            "val/acc_many": "many", "train/loss": "loss"},
+            parameter_columns=[k.replace(".", "/") for k in spec.space], max_report_frequency=15,
+            sort_by_metric=True, metric=spec.metric, mode=spec.mode)
+        run_config = tune.RunConfig(
+            name=name, storage_path=parent,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint["num_to_keep"]),
+            failure_config=tune.FailureConfig(max_failures=spec.failure["max_failures"]),
+            callbacks=[trial_status_callback(ctx, spec.scheduler["type"])],
+            progress_reporter=reporter, verbose=1)
+        if args.resume:
+            tuner = tune.Tuner.restore(run_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                       param_space=param_space(spec))
+        else:
+            tuner = tune.Tuner(
+                trainable, param_space=param_space(spec), run_config=run_config,
+                tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
+                                            scheduler=scheduler, search_alg=search_algorithm(spec)))
+        return tuner.fit()
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _scheduler(spec: SweepSpec):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    s = spec.scheduler
+    if s["type"] == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="epoch", max_t=s["max_t"], grace_period=s["grace_period"],
+                         reduction_factor=s["reduction_factor"])
+
+
+def _print_best(spec: SweepSpec, results) -> dict[str, Any]:
+    """The best trial by its last reported metric, with its tuned config and tail metrics."""
+    errors = len(results.errors)
+    total = len(results)
+    try:
+        best = results.get_best_result(metric=spec.metric, mode=spec.mode, scope="last")
+    except RuntimeError:
+        print(f"gitune: no trial reported {spec.metric} ({errors} of {total} errored)", file=sys.stderr)
+        return {"trials": total, "errored": errors}
+    m = best.metrics or {}
+    tuned = {}
+    from gitune.config import get_dotted
+
+    for key in spec.space:
+        tuned[key] = get_dotted(best.config, key)
+    print(f"\ngitune: {total} trials, {errors} errored. Best trial {m.get('trial_id')} by {spec.metric} "
+          f"({spec.mode}):")
+    for k, v in tuned.items():
+        print(f"  {k} = {v}")
+    summary: dict[str, Any] = {"best/trial_id": m.get("trial_id"), "trials": total, "errored": errors}
+    for k in SUMMARY_KEYS:
+        if k in m and m[k] is not None:
+            print(f"  {k:24s} {m[k]:.4f}" if isinstance(m[k], float) else f"  {k:24s} {m[k]}")
+            summary[f"best/{k}"] = m[k]
+    for k, v in tuned.items():
+        summary[f"best.{k}"] = v
+    return summary
+
+
+if __name__ == "__main__":
+    sys.exit(main())

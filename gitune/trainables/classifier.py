@@ -1,0 +1,246 @@
+"""Classifier training as a Ray Tune function trainable.
+
+One epoch = one `tune.report` (ASHA's time unit), with a checkpoint holding everything needed to go on
+exactly where it stopped: model, optimizer, LR schedule and the RNG streams of sampling, augmentation
+and invariance measurement. The MLflow child run is found again by trial id, so a restored trial
+continues its own run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch
+from ray import tune
+
+from gitune.config import flatten, resolve_trial_config
+from gitune.data.augment import normalize, random_crop, random_flip, standard_augment, to_float
+from gitune.data.dataset import LongTailData, build_dataset
+from gitune.data.loader import DeviceLoader
+from gitune.data.nuisances import apply_nuisance
+from gitune.metrics.accuracy import classification_metrics, class_key
+from gitune.metrics.invariance import measure_invariance
+from gitune.models import create_model
+from gitune.training.losses import build_loss, needs_cosine_head
+from gitune.training.rules import rule_at_epoch
+from gitune.training.schedule import build_optimizer, build_scheduler
+from gitune.tracking import TrackingContext, TrialRun
+
+STATE_FILE = "state.pt"
+
+
+@dataclass
+class Batches:
+    """A split held on the trial's device as uint8, with how to turn it into model input."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _preprocess(data: LongTailData, device: torch.device):
+    mean = torch.tensor(data.mean, device=device)
+    std = torch.tensor(data.std, device=device)
+
+    def preprocess(x01: torch.Tensor) -> torch.Tensor:
+        return normalize(x01, mean, std)
+
+    return preprocess
+
+
+def _invariance_transform(data: LongTailData, generator: torch.Generator):
+    """T for eKLD: the dataset's own nuisance where it has one, else standard augmentation (SCIENCE §3)."""
+    if data.nuisance and any(data.nuisance.values()):
+        return lambda x: apply_nuisance(x, data.nuisance, generator)
+    return lambda x: standard_augment(x, generator)
+
+
+@torch.no_grad()
+def evaluate(model, split: Batches, preprocess, batch_size: int, num_classes: int,
+             counts: list[int], prefix: str) -> dict[str, float]:
+    """Accuracy metrics and mean CE loss on a whole split, batched; one host sync at the end."""
+    was_training = model.training
+    model.eval()
+    preds, loss_sum = [], torch.zeros((), device=split.labels.device)
+    for i in range(0, len(split.labels), batch_size):
+        x = preprocess(to_float(split.images[i:i + batch_size]))
+        y = split.labels[i:i + batch_size]
+        logits = model(x)
+        loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+        preds.append(logits.argmax(1))
+    model.train(was_training)
+    out = classification_metrics(torch.cat(preds).cpu(), split.labels.cpu(), counts, prefix)
+    out[f"{prefix}/loss"] = float(loss_sum) / max(1, len(split.labels))
+    return out
+
+
+def train_epoch(model, loader: DeviceLoader, sampler: str, loss_fn, optimizer, preprocess,
+                crop_pad: int, flip: bool, generator: torch.Generator) -> dict[str, float]:
+    """One pass over the epoch's sampled indices; losses accumulate on the device (no per-step sync)."""
+    model.train()
+    loss_sum = torch.zeros((), device=loader.device)
+    correct = torch.zeros((), device=loader.device, dtype=torch.long)
+    seen = 0
+    start = time.perf_counter()
+    for xb, yb in loader.batches(sampler):
+        x = to_float(xb)
+        if crop_pad:
+            x = random_crop(x, crop_pad, generator)
+        if flip:
+            x = random_flip(x, generator)
+        logits = model(preprocess(x))
+        loss = loss_fn(logits, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(yb)
+        correct += (logits.detach().argmax(1) == yb).sum()
+        seen += len(yb)
+    if loader.device.type == "cuda":
+        torch.cuda.synchronize(loader.device)
+    elapsed = time.perf_counter() - start
+    loss_value = float(loss_sum) / max(1, seen)
+    return {"train/loss": loss_value, "train/acc": float(correct) / max(1, seen),
+            "perf/img_per_s": seen / max(elapsed, 1e-9), "perf/epoch_s": elapsed}
+
+
+def _state(model, optimizer, scheduler, gens: dict[str, torch.Generator], epoch: int,
+           run_id: str | None) -> dict[str, Any]:
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "epoch": epoch,
+            "rng": {k: g.get_state() for k, g in gens.items()},
+            "torch_rng": torch.get_rng_state(), "mlflow_run_id": run_id or ""}
+
+
+def _restore(checkpoint, model, optimizer, scheduler, gens: dict[str, torch.Generator]) -> int:
+    with checkpoint.as_directory() as d:
+        state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    for k, g in gens.items():
+        g.set_state(state["rng"][k])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["epoch"])
+
+
+def _log_per_class(run: TrialRun, data: LongTailData, metrics: dict[str, float], inv: dict[str, float],
+                   epoch: int) -> None:
+    """Plots of accuracy and eKLD against class size and the per-class CSV, overwritten at each
+    measurement so a trial stopped early by ASHA still carries the latest ones."""
+    from gitune import plots
+
+    counts, C = data.class_counts, data.num_classes
+    acc = [metrics.get(f"val/class_acc/{class_key(c)}", float("nan")) for c in range(C)]
+    ekld = [inv.get(f"inv/ekld/{class_key(c)}", float("nan")) for c in range(C)]
+    cons = [inv.get(f"inv/consistency/{class_key(c)}", float("nan")) for c in range(C)]
+    figs = {
+        "plots/ekld_vs_class_size.png": plots.per_class_vs_size(
+            counts, ekld, "eKLD (nats, lower = more invariant)", f"Invariance vs class size, epoch {epoch}"),
+        "plots/class_acc_vs_class_size.png": plots.per_class_vs_size(
+            counts, acc, "validation accuracy", f"Per-class accuracy vs class size, epoch {epoch}"),
+    }
+    for path, fig in figs.items():
+        run.log_figure(fig, path)
+        plots.close(fig)
+    table = plots.per_class_csv(counts, data.class_names, {"val_acc": acc, "ekld": ekld, "consistency": cons})
+    run.log_text(table, "per_class.csv")
+
+
+def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = None,
+                     invariance_epochs: Iterable[int] = ()) -> None:
+    """Train one classifier trial; `invariance_epochs` adds measurement epochs (the ASHA rungs)."""
+    cfg = resolve_trial_config(config)
+    tr, ev, opt = cfg["train"], cfg["eval"], cfg["optim"]
+    if tr["threads"]:
+        torch.set_num_threads(tr["threads"])
+    device = pick_device()
+    data = build_dataset(cfg["data"])
+    counts, C = data.class_counts, data.num_classes
+    natural = data.natural
+    crop_pad = tr["crop_pad"] if tr["crop_pad"] is not None else (4 if natural else 0)
+    flip = tr["flip"] if tr["flip"] is not None else natural
+
+    torch.manual_seed(tr["seed"])
+    model = create_model(cfg["model"]["arch"], C, data.image_shape[0],
+                         cosine_head=needs_cosine_head(tr["loss"])).to(device)
+    optimizer = build_optimizer(model, opt["lr"], opt["momentum"], opt["weight_decay"], opt["nesterov"])
+    scheduler = build_scheduler(optimizer, opt["warmup_epochs"], opt["milestones"], opt["gamma"])
+    loss_fn = build_loss(tr["loss"], counts, focal_gamma=tr["focal_gamma"], ldam_max_m=tr["ldam_max_m"],
+                         ldam_s=tr["ldam_s"], la_tau=tr["la_tau"]).to(device)
+    gens = {name: torch.Generator(device=device).manual_seed(tr["seed"] * 1000 + i)
+            for i, name in enumerate(("sample", "augment", "invariance"))}
+    loader = DeviceLoader(data.train, tr["batch_size"], device, gens["sample"])
+    val = Batches(data.val.images.to(device), data.val.labels.to(device))
+    preprocess = _preprocess(data, device)
+    inv_transform = _invariance_transform(data, gens["invariance"])
+    inv_set = _invariance_subset(data, ev["inv_images_per_class"], device)
+
+    start_epoch = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        start_epoch = _restore(checkpoint, model, optimizer, scheduler, gens)
+
+    run = None
+    ctx = tune.get_context()
+    if tracking is not None:
+        params = {k: v for k, v in flatten(cfg).items()}
+        params.update({"data/train_images": sum(counts), "data/num_classes": C,
+                       "model/parameters": sum(p.numel() for p in model.parameters())})
+        run = TrialRun.open(tracking, ctx.get_trial_id(), ctx.get_trial_name(), params)
+        if run.resumed and start_epoch > 0:
+            run.log_metrics({"trial/resumed_at_epoch": start_epoch}, step=start_epoch)
+        if not run.resumed:
+            run.log_text("\n".join(f"{class_key(c)},{data.class_names[c]},{n}" for c, n in enumerate(counts)),
+                         "class_counts.csv")
+
+    epochs = tr["epochs"]
+    extra = set(int(e) for e in invariance_epochs)
+    for epoch in range(start_epoch, epochs):
+        sampler, weights = rule_at_epoch(tr["rule"], epoch, counts, tr["deferred_epoch"], tr["beta"])
+        loss_fn.set_weight(None if weights is None else weights.to(device))
+        lr = optimizer.param_groups[0]["lr"]
+        metrics: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
+        metrics.update(train_epoch(model, loader, sampler, loss_fn, optimizer, preprocess, crop_pad, flip,
+                                   gens["augment"]))
+        scheduler.step()
+        if not math.isfinite(metrics["train/loss"]):
+            if run is not None:
+                run.set_tags({"gitune.error": f"train/loss became {metrics['train/loss']} at epoch {epoch + 1}"})
+            raise FloatingPointError(f"train/loss became {metrics['train/loss']} at epoch {epoch + 1}")
+        metrics.update(evaluate(model, val, preprocess, ev["batch_size"], C, counts, "val"))
+        done = epoch + 1
+        inv: dict[str, float] = {}
+        if ev["inv_interval"] and (done % ev["inv_interval"] == 0 or done == epochs or done in extra):
+            inv = measure_invariance(model, inv_set.images, inv_set.labels, inv_transform, preprocess,
+                                     ev["inv_transforms"], C, counts, batch_size=ev["batch_size"], prefix="inv")
+            metrics.update(inv)
+        if done == epochs:
+            test = Batches(data.test.images.to(device), data.test.labels.to(device))
+            metrics.update(evaluate(model, test, preprocess, ev["batch_size"], C, counts, "test"))
+        if run is not None:
+            run.log_metrics(metrics, step=done)
+            if inv:
+                _log_per_class(run, data, metrics, inv, done)
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(_state(model, optimizer, scheduler, gens, done, run.run_id if run else None),
+                       os.path.join(d, STATE_FILE))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+    if run is not None:
+        run.finish("FINISHED")
+
+
+def _invariance_subset(data: LongTailData, per_class: int, device: torch.device) -> Batches:
+    """The first `per_class` validation images of each class (held out, so eKLD is not measured on
+    images the model memorised), as floats in [0, 1] on the device."""
+    labels = data.val.labels
+    keep = torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(data.num_classes)])
+    return Batches(to_float(data.val.images[keep].to(device)), labels[keep].to(device))

@@ -1,0 +1,142 @@
+"""Bad input: every user mistake ends in one line naming the file/key/path, exit status 2, nothing written.
+
+Run in-process through `gitune.sweep.main` (the same code path as the command line), in an empty working
+directory so we can assert that no MLflow store or Ray results were created.
+"""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gitune import sweep
+
+GOOD = """
+name: bad-input
+num_samples: 2
+scheduler: {type: asha, max_t: 3, grace_period: 1, reduction_factor: 2}
+config:
+  data: {name: glyphs, n_max: 50, num_classes: 3, image_size: 16, val_per_class: 5, test_per_class: 5}
+  model: {arch: small_cnn}
+  train: {epochs: 3}
+  optim: {warmup_epochs: 1, milestones: [2]}
+space:
+  optim.lr: {loguniform: [0.01, 0.1]}
+"""
+
+
+def _npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def _cases(tmp: Path):
+    """(name, file text or None, extra CLI args, substrings the error line must contain)."""
+    imgs = np.zeros((6, 8, 8), np.uint8)
+    bad_labels = _npz(tmp / "bad_labels.npz", images=imgs, labels=np.array([0, 1, 2, 3, 4, 99]))
+    no_labels = _npz(tmp / "no_labels.npz", images=imgs)
+    float_imgs = _npz(tmp / "float.npz", images=imgs.astype(np.float32), labels=np.arange(6) % 2)
+    npz_cfg = "  data: {{name: npz, path: {p}}}\n"
+
+    def with_config(extra: str) -> str:
+        return GOOD.replace("config:\n", "config:\n" + extra) if extra else GOOD
+
+    def npz(p):
+        return GOOD.replace("  data: {name: glyphs, n_max: 50, num_classes: 3, image_size: 16, val_per_class: 5, "
+                            "test_per_class: 5}\n", npz_cfg.format(p=p))
+
+    return [
+        ("missing file", None, ["--space", str(tmp / "nope.yaml")], ["nope.yaml", "no such file"]),
+        ("invalid yaml", "name: [unclosed\n", [], ["invalid YAML", "line"]),
+        ("not a mapping", "- a\n- b\n", [], ["expected a mapping"]),
+        ("unknown top key", GOOD + "epochs: 3\n", [], ["epochs", "unknown key"]),
+        ("unknown config key", GOOD.replace("train: {epochs: 3}", "train: {epochs: 3, lossx: ce}"), [],
+         ["train.lossx", "unknown key"]),
+        ("unknown group", GOOD.replace("model: {arch: small_cnn}", "modle: {arch: small_cnn}"), [],
+         ["modle", "unknown group"]),
+        ("unknown loss", GOOD.replace("train: {epochs: 3}", "train: {epochs: 3, loss: cee}"), [],
+         ["train.loss", "cee"]),
+        ("unknown rule in space", GOOD + "  train.rule: {choice: [erm, drx]}\n", [], ["train.rule", "drx"]),
+        ("unknown dataset", GOOD.replace("name: glyphs", "name: mnist"), [], ["data.name", "mnist"]),
+        ("unknown model", GOOD.replace("arch: small_cnn", "arch: resnet33"), [], ["model.arch", "resnet33"]),
+        ("bad loguniform", GOOD.replace("loguniform: [0.01, 0.1]", "loguniform: [0, 0.1]"), [],
+         ["space.optim.lr", "loguniform"]),
+        ("reversed bounds", GOOD.replace("loguniform: [0.01, 0.1]", "uniform: [0.1, 0.01]"), [],
+         ["space.optim.lr", "low < high"]),
+        ("unknown distribution", GOOD.replace("loguniform: [0.01, 0.1]", "normal: [0.01, 0.1]"), [],
+         ["space.optim.lr", "normal"]),
+        ("optuna with grid", GOOD.replace("num_samples: 2", "num_samples: 2\nsearch: {type: optuna}")
+         + "  train.seed: {grid: [0, 1]}\n", [], ["space.train.seed", "Optuna"]),
+        ("grid search with uniform", GOOD.replace("num_samples: 2", "num_samples: 2\nsearch: {type: grid}"), [],
+         ["space.optim.lr", "grid"]),
+        ("grace above max_t", GOOD.replace("grace_period: 1", "grace_period: 9"), [], ["scheduler.grace_period"]),
+        ("max_t above epochs", GOOD.replace("max_t: 3", "max_t: 30"), [], ["scheduler.max_t"]),
+        ("metric not per-epoch", GOOD + "metric: inv/ekld_few\n", [], ["metric", "inv/ekld_few"]),
+        ("negative lr", GOOD.replace("train: {epochs: 3}", "train: {epochs: 3}\n  optim: {lr: -0.1}")
+         .replace("  optim: {warmup_epochs: 1, milestones: [2]}\n", ""), [], ["optim.lr", "-0.1"]),
+        ("zero samples", GOOD.replace("num_samples: 2", "num_samples: 0"), [], ["num_samples"]),
+        ("gpu 1.5", GOOD + "resources: {cpu: 1, gpu: 1.5}\n", [], ["resources.gpu"]),
+        ("unsorted milestones", GOOD.replace("milestones: [2]", "milestones: [2, 1]"), [], ["optim.milestones"]),
+        ("--set without =", GOOD, ["--set", "train.epochs"], ["--set train.epochs", "KEY=VALUE"]),
+        ("--set unknown key", GOOD, ["--set", "train.epoch=3"], ["train.epoch", "unknown key"]),
+        ("--set bad value", GOOD, ["--set", "train.epochs=abc"], ["train.epochs", "abc"]),
+        ("npz without path", GOOD.replace("name: glyphs", "name: npz"), [], ["data.path"]),
+        ("npz missing file", npz(tmp / "absent.npz"), [], ["absent.npz"]),
+        ("npz labels out of range", npz(bad_labels), [], ["bad_labels.npz", "labels"]),
+        ("npz missing labels", npz(no_labels), [], ["no_labels.npz", "labels"]),
+        ("npz float images", npz(float_imgs), [], ["float.npz", "uint8"]),
+        ("cifar missing, no download", GOOD.replace(
+            "name: glyphs, n_max: 50, num_classes: 3, image_size: 16,", f"name: cifar10, root: {tmp}/cifar, "
+            "download: false,"), [], ["data.root", "cifar"]),
+        ("imagefolder missing", GOOD.replace("name: glyphs,", f"name: imagefolder, path: {tmp}/nofolder,"), [],
+         ["nofolder"]),
+        ("resume without a run", GOOD, ["--resume", "--storage", str(tmp / "rr")], ["--resume", "bad-input"]),
+        ("unreachable server", GOOD, ["--tracking-uri", "http://127.0.0.1:9"], ["http://127.0.0.1:9",
+                                                                                "not reachable"]),
+    ]
+
+
+def test_case_list_matches_parametrization(tmp_path):
+    assert len(_cases(tmp_path)) == 34  # keep in step with range(34) below; ≥ 30 bad inputs
+
+
+@pytest.mark.parametrize("index", range(34))
+def test_bad_input_one_line_exit_2_nothing_written(index, tmp_path, monkeypatch, capsys):
+    cases = _cases(tmp_path)
+    name, text, extra, needles = cases[index]
+    space = tmp_path / "space.yaml"
+    if text is not None:
+        space.write_text(textwrap.dedent(text))
+    args = extra if "--space" in extra else ["--space", str(space), *extra]
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    rc = sweep.main(args)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, (name, err)
+    assert len(err.splitlines()) == 1, (name, err)
+    assert err.startswith("gitune: error: "), (name, err)
+    for needle in needles:
+        assert needle in err, (name, needle, err)
+    assert "Traceback" not in err
+    assert list(work.iterdir()) == [], (name, list(work.iterdir()))  # no mlflow.db, no ray_results
+
+
+def test_real_command_line_exits_2_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace("loss: ce", "").replace("train: {epochs: 3}", "train: {epochs: 3, loss: nope}"))
+    out = subprocess.run([sys.executable, "-m", "gitune.sweep", "--space", str(bad)], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"gitune: error: {bad}: config.train.loss: expected one of: ce, ldam, focal, logit_adjusted, got 'nope'"]
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_argparse_errors_are_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "gitune.sweep", "--bogus"], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
