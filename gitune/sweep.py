@@ -138,8 +138,7 @@ def run(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {}
     try:
         results = _fit(spec, ctx, run_dir, args)
-        # Tune handles Ctrl-C itself: it saves the experiment and returns with trials left unfinished.
-        if results.num_terminated + results.num_errors < len(results):
+        if interrupted(results):
             raise KeyboardInterrupt
         summary = _print_best(spec, results)
         status = "FINISHED"
@@ -150,6 +149,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         tracking.end_sweep(ctx, status, summary)
     return 0
+
+
+def interrupted(results) -> bool:
+    """Tune handles Ctrl-C itself: it saves the experiment state and returns normally, with the trials it
+    cut off marked TERMINATED in memory. Trials that really ended (finished, or stopped by ASHA) carry
+    `done` in their last result; errored ones carry an error."""
+    return any(r.error is None and not (r.metrics or {}).get("done") for r in results)
 
 
 def _resume_command(args: argparse.Namespace) -> str:
@@ -174,7 +180,8 @@ def _sweep_params(spec: SweepSpec) -> dict[str, Any]:
 
 def _fit(spec: SweepSpec, ctx, run_dir: str, args: argparse.Namespace):
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table: chosen columns, not 300 metrics
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # MLflow is the record; no CSV/TB/JSON copies
+    # Checkpointing every epoch forces frequent experiment snapshots; they are cheap at this size.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
     from ray import tune
 
@@ -196,7 +203,7 @@ def _fit(spec: SweepSpec, ctx, run_dir: str, args: argparse.Namespace):
             metric_columns={"epoch": "epoch", spec.metric: spec.metric, "val/acc_few": "few",
                             "val/acc_many": "many", "train/loss": "loss"},
             parameter_columns=[k.replace(".", "/") for k in spec.space], max_report_frequency=15,
-            sort_by_metric=True, metric=spec.metric, mode=spec.mode)
+            sort_by_metric=True)
         run_config = tune.RunConfig(
             name=name, storage_path=parent,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint["num_to_keep"]),

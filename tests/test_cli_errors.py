@@ -75,8 +75,8 @@ def _cases(tmp: Path):
         ("grace above max_t", GOOD.replace("grace_period: 1", "grace_period: 9"), [], ["scheduler.grace_period"]),
         ("max_t above epochs", GOOD.replace("max_t: 3", "max_t: 30"), [], ["scheduler.max_t"]),
         ("metric not per-epoch", GOOD + "metric: inv/ekld_few\n", [], ["metric", "inv/ekld_few"]),
-        ("negative lr", GOOD.replace("train: {epochs: 3}", "train: {epochs: 3}\n  optim: {lr: -0.1}")
-         .replace("  optim: {warmup_epochs: 1, milestones: [2]}\n", ""), [], ["optim.lr", "-0.1"]),
+        ("negative momentum", GOOD.replace("milestones: [2]}", "milestones: [2], momentum: -0.5}"), [],
+         ["optim.momentum", "-0.5"]),
         ("zero samples", GOOD.replace("num_samples: 2", "num_samples: 0"), [], ["num_samples"]),
         ("gpu 1.5", GOOD + "resources: {cpu: 1, gpu: 1.5}\n", [], ["resources.gpu"]),
         ("unsorted milestones", GOOD.replace("milestones: [2]", "milestones: [2, 1]"), [], ["optim.milestones"]),

@@ -8,6 +8,7 @@ continues its own run.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -158,6 +159,7 @@ def _log_per_class(run: TrialRun, data: LongTailData, metrics: dict[str, float],
 def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = None,
                      invariance_epochs: Iterable[int] = ()) -> None:
     """Train one classifier trial; `invariance_epochs` adds measurement epochs (the ASHA rungs)."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
     cfg = resolve_trial_config(config)
     tr, ev, opt = cfg["train"], cfg["eval"], cfg["optim"]
     if tr["threads"]:
