@@ -199,12 +199,13 @@ def _check_subs(subs: dict[str, dict[str, Any]], cfg: dict[str, Any], space: dic
     if sch["max_t"] is None:
         sch["max_t"] = epochs if "train.epochs" not in space else max(_values_or_bounds(space["train.epochs"]))
     need(C._is_int(sch["max_t"]) and sch["max_t"] >= 1, "scheduler.max_t", "an integer ≥ 1", sch["max_t"])
-    if "train.epochs" not in space:
-        need(sch["max_t"] <= epochs, "scheduler.max_t",
-             f"≤ config.train.epochs ({epochs}); ASHA counts epochs", sch["max_t"])
     need(C._is_int(sch["grace_period"]) and 1 <= sch["grace_period"] <= sch["max_t"],
          "scheduler.grace_period", f"an integer from 1 to scheduler.max_t ({sch['max_t']})",
          sch["grace_period"])
+    if "train.epochs" not in space and sch["max_t"] > epochs:
+        # ASHA counts epochs: a shorter run (e.g. --set train.epochs=5) shrinks the rungs with it.
+        sch["max_t"] = epochs
+        sch["grace_period"] = min(sch["grace_period"], epochs)
     need(C._is_num(sch["reduction_factor"]) and sch["reduction_factor"] > 1,
          "scheduler.reduction_factor", "a number > 1", sch["reduction_factor"])
 

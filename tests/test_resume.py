@@ -84,3 +84,15 @@ def test_interrupt_then_resume_continues_same_run_at_checkpoint_epoch(tmp_path):
     assert run.data.metrics["epoch"] == 40 and "test/bal_acc" in run.data.metrics
     parents = [r for r in client.search_runs([run.info.experiment_id]) if r.data.tags.get("gitune.role") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+
+    # Same config and seed without the interruption: model, optimizer, LR schedule and RNG streams were
+    # restored exactly, so every number after the resume point matches.
+    ref = subprocess.run(args + ["--name", "reference"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=400)
+    assert ref.returncode == 0, (ref.stdout + ref.stderr)[-3000:]
+    (ref_run,) = _child(client, "reference")
+    for key in ("train/loss", "val/bal_acc", "val/loss"):
+        resumed = {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+        straight = {m.step: m.value for m in client.get_metric_history(ref_run.info.run_id, key)}
+        assert [resumed[e] for e in range(resumed_epoch + 1, 41)] == [straight[e] for e in range(resumed_epoch + 1, 41)]
+    assert run.data.metrics["test/bal_acc"] == ref_run.data.metrics["test/bal_acc"]

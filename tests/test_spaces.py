@@ -73,6 +73,13 @@ def test_set_overrides_config_and_spec_and_pins_tuned_keys(tmp_path):
     assert spec.num_samples == 7 and spec.name == "renamed"
 
 
+def test_shorter_runs_shrink_asha_rungs(tmp_path):
+    spec = spaces.load_spec(write(tmp_path, BASE), ["train.epochs=6"])
+    assert spec.scheduler["max_t"] == 6 and spec.scheduler["grace_period"] == 2
+    spec = spaces.load_spec(write(tmp_path, BASE), ["train.epochs=1", "optim.warmup_epochs=0"])
+    assert spec.scheduler["max_t"] == 1 and spec.scheduler["grace_period"] == 1
+
+
 def test_max_t_defaults_to_epochs(tmp_path):
     text = BASE.replace("scheduler: {type: asha, max_t: 10, grace_period: 2, reduction_factor: 3}",
                         "scheduler: {type: asha}")
@@ -118,3 +125,16 @@ def test_distribution_errors(tmp_path, key, dist, needle):
     with pytest.raises(UserError) as e:
         spaces.load_spec(p)
     assert needle in str(e.value) and key in str(e.value) and str(p) in str(e.value)
+
+
+def test_dry_run_prints_resolved_spec_without_starting_ray(capsys):
+    import ray
+
+    from gitune import sweep
+
+    assert sweep.main(["--space", "search_spaces/cifar10_lt.yaml", "--dry-run", "--set", "train.epochs=180"]) == 0
+    out = capsys.readouterr().out
+    printed = yaml.safe_load(out)
+    assert printed["config"]["data"]["name"] == "cifar10" and printed["config"]["train"]["epochs"] == 180
+    assert printed["space"]["optim.lr"] == {"loguniform": [0.02, 0.2]}
+    assert not ray.is_initialized()
