@@ -8,6 +8,7 @@ by `param_space`/`search_algorithm`, so `--dry-run` and error paths stay fast.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,24 @@ import yaml
 
 from gitune import config as C
 from gitune.errors import UserError
+
+class _Loader(yaml.SafeLoader):
+    """safe_load, plus YAML 1.2 floats: PyYAML (YAML 1.1) reads `1e-3` or `5.0e39` as strings."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def safe_load(text: str):
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
 
 TRAINABLES = ("classifier",)
 SEARCHERS = ("random", "grid", "optuna")
@@ -80,7 +99,7 @@ def load_spec(path: str | Path, overrides: list[str] = (), num_samples: int | No
     if not path.is_file():
         raise UserError(f"{where}: no such file (expected a YAML search-space file)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = safe_load(path.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -110,7 +129,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     key, text = item.split("=", 1)
     key = key.strip()
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         raise UserError(f"--set {item}: the value is not valid YAML") from None
     top = key.split(".")[0]

@@ -141,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
         if interrupted(results):
             raise KeyboardInterrupt
         summary = _print_best(spec, results)
+        if "best/trial_id" not in summary:
+            return 1  # every trial errored: the sweep failed (parent run FAILED)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -238,11 +240,12 @@ def _print_best(spec: SweepSpec, results) -> dict[str, Any]:
     """The best trial by its last reported metric, with its tuned config and tail metrics."""
     errors = len(results.errors)
     total = len(results)
-    try:
-        best = results.get_best_result(metric=spec.metric, mode=spec.mode, scope="last")
-    except RuntimeError:
+    ok = [r for r in results if r.error is None and isinstance((r.metrics or {}).get(spec.metric), (int, float))]
+    if not ok:
         print(f"gitune: no trial reported {spec.metric} ({errors} of {total} errored)", file=sys.stderr)
         return {"trials": total, "errored": errors}
+    sign = 1 if spec.mode == "max" else -1
+    best = max(ok, key=lambda r: sign * r.metrics[spec.metric])
     m = best.metrics or {}
     tuned = {}
     from gitune.config import get_dotted

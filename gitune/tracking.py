@@ -246,8 +246,9 @@ def trial_status_callback(ctx: TrackingContext, scheduler: str):
             if run is None:
                 return
             client = _client(ctx.uri)
-            lines = [ln for ln in str(trial.get_error() or "trial errored").splitlines() if ln.strip()]
-            retry(lambda: client.set_tag(run.info.run_id, "gitune.error", (lines[-1] if lines else "")[:5000]))
+            if "gitune.error" not in run.data.tags:  # the trial's own reason, when it could give one, wins
+                lines = [ln for ln in str(trial.get_error() or "trial errored").splitlines() if ln.strip()]
+                retry(lambda: client.set_tag(run.info.run_id, "gitune.error", (lines[-1] if lines else "")[:5000]))
             retry(lambda: client.set_terminated(run.info.run_id, "FAILED"))
 
     return TrialRunCloser()

@@ -138,3 +138,9 @@ def test_dry_run_prints_resolved_spec_without_starting_ray(capsys):
     assert printed["config"]["data"]["name"] == "cifar10" and printed["config"]["train"]["epochs"] == 180
     assert printed["space"]["optim.lr"] == {"loguniform": [0.02, 0.2]}
     assert not ray.is_initialized()
+
+
+def test_exponent_floats_without_dot_or_sign_are_numbers(tmp_path):
+    text = BASE.replace("model: {arch: small_cnn}", "model: {arch: small_cnn}\n  optim: {weight_decay: 5e-4}")
+    spec = spaces.load_spec(write(tmp_path, text), ["train.ldam_s=1e2"])
+    assert spec.config["optim"]["weight_decay"] == 5e-4 and spec.config["train"]["ldam_s"] == 100.0

@@ -94,3 +94,17 @@ def test_optuna_search_runs_and_samples_distinct_configs(tmp_path, ray_session):
     lrs = {c.data.params["optim.lr"] for c in children}
     assert len(lrs) == 3 and all(0.005 <= float(v) <= 0.2 for v in lrs)
     assert parents[0].data.metrics["trials"] == 3
+
+
+@pytest.mark.timeout(300)
+def test_diverging_trial_ends_failed_with_reason(tmp_path, ray_session, capsys):
+    # LDAM's logit scale overflows float32: the loss is NaN after the first epoch.
+    space = "  train.seed: {choice: [0]}"
+    rc, client = run_sweep(tmp_path, "nan", space, num_samples=1,
+                           extra=["--set", "train.loss=ldam", "--set", "train.ldam_s=1.0e39",
+                                  "--set", "failure.max_failures=0"])
+    assert rc == 1
+    assert "1 errored" in capsys.readouterr().err
+    parents, (child,) = runs_of(client, "nan")
+    assert child.info.status == "FAILED" and parents[0].info.status == "FAILED"
+    assert "train/loss became nan" in child.data.tags["gitune.error"]

@@ -1,0 +1,202 @@
+"""Long-tailed train / validation / test splits built from a source and a class-size profile.
+
+Validation comes from training images the long-tail subsampling left unused (SCIENCE.md §2 and §6: the
+reference code tuned on the test set; gitune does not), so hyperparameters never see the test split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gitune.data.augment import to_float
+from gitune.data.nuisances import apply_nuisance, validate_nuisance
+from gitune.data.profiles import class_counts as profile_counts
+from gitune.data.sources import RawData, load_source, validate_data_config
+from gitune.data.synthetic import make_glyphs
+from gitune.errors import UserError
+
+# Independent seed streams derived from data.seed / data.instance.
+_TEST_STREAM, _VAL_STREAM, _NUISANCE_STREAM, _RANK_STREAM = 0x7E57, 0x0A1, 0x9015E, 0x2A4C
+
+
+@dataclass
+class Split:
+    images: Tensor  # uint8 N×C×H×W (CPU)
+    labels: Tensor  # int64 N
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class LongTailData:
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    class_counts: list[int]  # training images per class, as actually built
+    class_names: list[str]
+    mean: tuple[float, ...]  # per channel of train, in [0, 1] units
+    std: tuple[float, ...]
+    natural: bool  # natural images: crop/flip augmentation, standard_augment as invariance T
+    nuisance: dict = field(default_factory=dict)  # nuisance spec for invariance T (the one applied to the data)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])
+
+
+def _rng(*key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in key]))
+
+
+def target_counts(cfg: dict, num_classes: int, n_max: int) -> list[int]:
+    """Profile counts per class index: rank order for exp/step/none, a seeded rank permutation for zipf.
+
+    zipf follows the K49-LT protocol: each `data.instance` assigns classes to ranks at random, so that a
+    class is sometimes head and sometimes tail.
+    """
+    by_rank = profile_counts(cfg.get("profile", "exp"), num_classes, n_max, float(cfg.get("ratio", 100.0)),
+                             float(cfg.get("alpha", 2.0)), int(cfg.get("n_min", 5)))
+    if cfg.get("profile") != "zipf":
+        return by_rank
+    perm = _rng(cfg.get("instance", 0), _RANK_STREAM).permutation(num_classes)
+    out = [0] * num_classes
+    for rank, cls in enumerate(perm):
+        out[int(cls)] = by_rank[rank]
+    return out
+
+
+def _channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std in [0, 1] units, accumulated in float64 chunks to bound memory."""
+    c = x.shape[1]
+    s = torch.zeros(c, dtype=torch.float64)
+    s2 = torch.zeros(c, dtype=torch.float64)
+    for i in range(0, len(x), 8192):
+        v = x[i:i + 8192].to(torch.float64).div_(255.0)
+        s += v.sum(dim=(0, 2, 3))
+        s2 += (v * v).sum(dim=(0, 2, 3))
+    n = max(len(x) * x.shape[2] * x.shape[3], 1)
+    mean = s / n
+    std = (s2 / n - mean * mean).clamp_min(0).sqrt().clamp_min(1e-3)
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def _transform_once(x: Tensor, spec: dict, seed: int, tag: int) -> Tensor:
+    """Apply the nuisance once to stored uint8 images (the transformed-long-tail construction)."""
+    if not spec or len(x) == 0:
+        return x
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed & 0xFFFFFFFF, _NUISANCE_STREAM, tag])
+                                          .generate_state(1)[0]))
+    out = []
+    for i in range(0, len(x), 4096):
+        y = apply_nuisance(to_float(x[i:i + 4096]), spec, g)
+        out.append(y.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+def _finish(train: Split, val: Split, test: Split, num_classes: int, names: list[str], natural: bool,
+            spec: dict) -> LongTailData:
+    counts = torch.bincount(train.labels, minlength=num_classes).tolist()
+    mean, std = _channel_stats(train.images)
+    return LongTailData(train, val, test, num_classes, counts, names, mean, std, natural, spec)
+
+
+def _build_glyphs(cfg: dict, spec: dict) -> LongTailData:
+    c = int(cfg.get("num_classes") or 10)
+    size = int(cfg.get("image_size") or 28)
+    ch = int(cfg.get("channels") or 1)
+    seed = int(cfg.get("seed", 0))
+    n_max = int(cfg.get("n_max") or 500)
+    counts = target_counts(cfg, c, n_max)
+    v, t = int(cfg["val_per_class"]), int(cfg["test_per_class"])
+    train = Split(*make_glyphs(c, counts, size, spec, seed, ch, stream=0))
+    val = Split(*make_glyphs(c, [v] * c, size, spec, seed, ch, stream=1))
+    test = Split(*make_glyphs(c, [t] * c, size, spec, seed, ch, stream=2))
+    natural = bool(cfg["natural"]) if cfg.get("natural") is not None else False
+    return _finish(train, val, test, c, [f"glyph{i:02d}" for i in range(c)], natural, spec)
+
+
+def _split_indices(raw: RawData, cfg: dict) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray] | None]:
+    """Per class: train indices (first n_c of the available images), val indices, held-out test indices."""
+    seed = int(cfg.get("seed", 0))
+    v = int(cfg["val_per_class"])
+    labels = raw.train_labels.numpy()
+    order = np.argsort(labels, kind="stable")
+    per_class = np.split(order, np.cumsum(np.bincount(labels, minlength=raw.num_classes))[:-1])
+
+    test_idx = None
+    if raw.test_images is None:
+        t = int(cfg["test_per_class"])
+        rng = _rng(seed, _TEST_STREAM)
+        test_idx, kept = [], []
+        for c, idx in enumerate(per_class):
+            if len(idx) < t + v + 1:
+                raise UserError(
+                    f"data.test_per_class: class {raw.class_names[c]!r} has {len(idx)} images, fewer than "
+                    f"test_per_class ({t}) + val_per_class ({v}) + 1 training image (expected smaller values "
+                    f"or a source test set)")
+            pick = np.zeros(len(idx), dtype=bool)
+            pick[rng.choice(len(idx), t, replace=False)] = True
+            test_idx.append(idx[pick])
+            kept.append(idx[~pick])  # source order preserved
+        per_class = kept
+
+    n_max = cfg.get("n_max") or max(len(idx) for idx in per_class)
+    targets = target_counts(cfg, raw.num_classes, int(n_max))
+    rng = _rng(seed, _VAL_STREAM)
+    train_idx, val_idx = [], []
+    for c, idx in enumerate(per_class):
+        n_c = min(targets[c], len(idx))
+        unused = idx[n_c:]
+        if len(unused) >= v:
+            val = np.sort(rng.choice(unused, v, replace=False))
+        else:  # not enough left over: the last v images of the class become validation, train shrinks
+            n_c = len(idx) - v
+            if n_c < 1:
+                raise UserError(
+                    f"data.val_per_class: class {raw.class_names[c]!r} has {len(idx)} usable images, "
+                    f"not enough for val_per_class ({v}) + 1 training image (expected a smaller value)")
+            val = idx[n_c:]
+        train_idx.append(idx[:n_c])
+        val_idx.append(val)
+    return train_idx, val_idx, test_idx
+
+
+def build_dataset(cfg: dict) -> LongTailData:
+    """Build the long-tailed splits described by the `data` config group.
+
+    - Train: class c keeps its first n_c images in source order, n_c from the profile (zipf: class-to-rank
+      order seeded by `instance`), capped at what the class has.
+    - Validation: `val_per_class` images per class drawn (seeded by `seed`) from the images the subsampling
+      left unused. When fewer are left (e.g. CIFAR-10's head class uses all 5,000), the last
+      `val_per_class` images of the class become validation and its training count shrinks to match, so
+      train and val never overlap; `class_counts` records the counts actually built.
+    - Test: the source's test set; without one, `test_per_class` images per class held out (seeded) before
+      the long tail is built. Glyphs render train, val and test from separate seed streams.
+    - A non-empty `nuisance` is applied once to every image of every split (the transformed long tail of
+      SCIENCE.md §2); glyphs apply it while rendering. It is also recorded as the invariance T.
+    """
+    validate_data_config(cfg)
+    spec = validate_nuisance(cfg.get("nuisance"))
+    if cfg["name"] == "glyphs":
+        return _build_glyphs(cfg, spec)
+    raw = load_source(cfg)
+    seed = int(cfg.get("seed", 0))
+    train_idx, val_idx, test_idx = _split_indices(raw, cfg)
+
+    def take(images: Tensor, labels: Tensor, parts: list[np.ndarray], tag: int) -> Split:
+        idx = torch.from_numpy(np.concatenate(parts).astype(np.int64))
+        return Split(_transform_once(images[idx], spec, seed, tag), labels[idx].clone())
+
+    train = take(raw.train_images, raw.train_labels, train_idx, 0)
+    val = take(raw.train_images, raw.train_labels, val_idx, 1)
+    if test_idx is None:
+        test = Split(_transform_once(raw.test_images, spec, seed, 2), raw.test_labels.clone())
+    else:
+        test = take(raw.train_images, raw.train_labels, test_idx, 2)
+    return _finish(train, val, test, raw.num_classes, raw.class_names, raw.natural, spec)

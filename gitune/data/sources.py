@@ -1,0 +1,421 @@
+"""Raw dataset sources (CIFAR, npz, ImageFolder) loaded once into uint8 tensors, with one-line errors.
+
+Every user mistake (missing file, malformed array, bad config value) becomes a UserError naming the config
+key and/or path and what was expected, so the CLI can report it before Ray starts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tarfile
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gitune.data.nuisances import validate_nuisance
+from gitune.data.profiles import PROFILES
+from gitune.errors import UserError
+
+SOURCES = ("glyphs", "cifar10", "cifar100", "npz", "imagefolder")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+_NPZ_EXPECT = "expected arrays 'images' uint8 N×H×W[×C] and 'labels' int"
+_CIFAR = {
+    "cifar10": ("CIFAR-10", "cifar-10-batches-py", "cifar-10-python.tar.gz"),
+    "cifar100": ("CIFAR-100", "cifar-100-python", "cifar-100-python.tar.gz"),
+}
+
+
+@dataclass
+class RawData:
+    """A source as loaded: uint8 N×C×H×W images in source order, before any long-tail subsampling."""
+
+    train_images: Tensor
+    train_labels: Tensor
+    test_images: Tensor | None
+    test_labels: Tensor | None
+    num_classes: int
+    class_names: list[str]
+    natural: bool
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _abspath(p) -> str:
+    return os.path.abspath(os.path.expanduser(str(p)))
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def validate_data_config(cfg: dict) -> None:
+    """Check the values of the `data` config group (cheap; no file access)."""
+    if not isinstance(cfg, dict):
+        raise UserError(f"data: expected a mapping of data settings, got {type(cfg).__name__}")
+    name = cfg.get("name")
+    if name not in SOURCES:
+        raise UserError(f"data.name: {name!r} is not a source (expected one of {', '.join(SOURCES)})")
+    if name in ("npz", "imagefolder") and not cfg.get("path"):
+        what = "an .npz file" if name == "npz" else "an image folder"
+        raise UserError(f"data.path: required when data.name is {name} (expected the path of {what})")
+    if name in _CIFAR and not cfg.get("root"):
+        raise UserError(f"data.root: required when data.name is {name} (expected a folder for the CIFAR files)")
+    if cfg.get("profile", "exp") not in PROFILES:
+        raise UserError(f"data.profile: {cfg.get('profile')!r} is not a profile (expected one of {', '.join(PROFILES)})")
+    checks = [
+        ("ratio", lambda v: _is_num(v) and v >= 1, "a number >= 1"),
+        ("alpha", lambda v: _is_num(v) and v > 0, "a number > 0"),
+        ("n_max", lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or null"),
+        ("n_min", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        ("num_classes", lambda v: v is None or (_is_int(v) and v >= 2), "an integer >= 2 or null"),
+        ("image_size", lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or null"),
+        ("channels", lambda v: v is None or (_is_int(v) and v in (1, 3)), "1, 3 or null"),
+        ("val_per_class", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        ("test_per_class", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        ("instance", _is_int, "an integer"),
+        ("seed", _is_int, "an integer"),
+        ("natural", lambda v: v is None or isinstance(v, bool), "true, false or null"),
+        ("download", lambda v: isinstance(v, bool), "true or false"),
+    ]
+    for key, ok, expected in checks:
+        if key in cfg and not ok(cfg[key]):
+            raise UserError(f"data.{key}: {cfg[key]!r}: expected {expected}")
+    if name == "glyphs" and cfg.get("image_size") is not None and cfg["image_size"] < 16:
+        raise UserError(f"data.image_size: {cfg['image_size']!r}: glyphs need an image size >= 16")
+    validate_nuisance(cfg.get("nuisance"))
+
+
+# ---------------------------------------------------------------------------------------------- CIFAR
+
+
+def _cifar_missing(cfg: dict, download_error: BaseException | None = None) -> UserError:
+    label, folder, tarball = _CIFAR[cfg["name"]]
+    where = f"data.root: {_abspath(cfg['root'])}"
+    if download_error is not None:
+        return UserError(f"{where}: {label} not found and the download failed ({_one_line(download_error)}); "
+                         f"put {tarball} or the extracted {folder}/ folder there")
+    return UserError(f"{where}: {label} not found (put {tarball} or the extracted {folder}/ folder there, "
+                     f"or set data.download: true with network access)")
+
+
+def _cifar_files_present(cfg: dict) -> bool:
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if cfg["name"] == "cifar10" else datasets.CIFAR100
+    base = os.path.join(_abspath(cfg["root"]), cls.base_folder)
+    names = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    return all(os.path.isfile(os.path.join(base, n)) for n in names)
+
+
+def _extract_cifar_tarball(cfg: dict) -> None:
+    """Extract a tarball the user dropped into data.root (torchvision only looks for the folder offline)."""
+    root = _abspath(cfg["root"])
+    tar_path = os.path.join(root, _CIFAR[cfg["name"]][2])
+    if _cifar_files_present(cfg) or not os.path.isfile(tar_path):
+        return
+    try:
+        with tarfile.open(tar_path, "r:gz") as tar:
+            tar.extractall(root, filter="data")
+    except (OSError, tarfile.TarError) as err:
+        raise UserError(f"data.root: {tar_path}: cannot extract ({_one_line(err)}); expected the original archive")
+
+
+def _load_cifar(cfg: dict) -> RawData:
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if cfg["name"] == "cifar10" else datasets.CIFAR100
+    root = _abspath(cfg["root"])
+    _extract_cifar_tarball(cfg)
+    download = bool(cfg.get("download", False)) and not _cifar_files_present(cfg)
+    try:
+        train = cls(root=root, train=True, download=download)
+        test = cls(root=root, train=False, download=False)
+    except Exception as err:  # torchvision raises RuntimeError offline/corrupt, URLError/OSError on download
+        if download:
+            raise _cifar_missing(cfg, err) from err
+        if not _cifar_files_present(cfg):
+            raise _cifar_missing(cfg) from err
+        raise UserError(f"data.root: {root}: {_CIFAR[cfg['name']][0]} files unreadable ({_one_line(err)})") from err
+
+    def conv(ds) -> tuple[Tensor, Tensor]:
+        x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+        return x, torch.as_tensor(ds.targets, dtype=torch.int64)
+
+    xtr, ytr = conv(train)
+    xte, yte = conv(test)
+    nat = cfg.get("natural")
+    return RawData(xtr, ytr, xte, yte, len(train.classes), list(train.classes), True if nat is None else nat)
+
+
+# ---------------------------------------------------------------------------------------------- npz
+
+
+def _npz_array(npz, name: str, where: str) -> np.ndarray:
+    try:
+        return npz[name]
+    except ValueError as err:  # object arrays need pickle, which is refused
+        raise UserError(f"{where}: array {name!r} cannot be read without pickle ({_one_line(err)}); {_NPZ_EXPECT}")
+    except Exception as err:
+        raise UserError(f"{where}: array {name!r} is unreadable ({_one_line(err)})")
+
+
+def _check_images(a: np.ndarray, name: str, where: str) -> np.ndarray:
+    if a.dtype != np.uint8:
+        raise UserError(f"{where}: array {name!r} has dtype {a.dtype} (expected uint8 pixel values 0..255)")
+    shape = a.shape
+    if a.ndim == 3:
+        a = a[..., None]
+    elif a.ndim != 4:
+        raise UserError(f"{where}: array {name!r} has shape {a.shape} (expected N×H×W or N×H×W×C)")
+    if a.shape[-1] not in (1, 3):
+        raise UserError(f"{where}: array {name!r} has {a.shape[-1]} channels in shape {a.shape} "
+                        f"(expected N×H×W×C with C = 1 or 3)")
+    if a.shape[0] == 0 or a.shape[1] == 0 or a.shape[2] == 0:
+        raise UserError(f"{where}: array {name!r} is empty (shape {shape}); {_NPZ_EXPECT}")
+    return a
+
+
+def _check_labels(a: np.ndarray, name: str, n_images: int, images_name: str, where: str) -> np.ndarray:
+    if not np.issubdtype(a.dtype, np.integer):
+        raise UserError(f"{where}: array {name!r} has dtype {a.dtype} (expected integer class indices)")
+    if a.ndim != 1:
+        raise UserError(f"{where}: array {name!r} has shape {a.shape} (expected a 1-D array of class indices)")
+    if len(a) != n_images:
+        raise UserError(f"{where}: array {name!r} has {len(a)} entries but {images_name!r} has {n_images} images "
+                        f"(expected one label per image)")
+    if len(a) and int(a.min()) < 0:
+        raise UserError(f"{where}: array {name!r} has negative label {int(a.min())} (expected 0..K-1)")
+    return a.astype(np.int64)
+
+
+def _read_npz(cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, list[str] | None]:
+    """Open and fully validate the npz file; returns N×H×W×C images, labels, test pair, class names."""
+    path = _abspath(cfg["path"])
+    where = f"data.path: {path}"
+    if not os.path.isfile(path):
+        raise UserError(f"{where}: file not found ({_NPZ_EXPECT} in an .npz file)")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{where}: not an npz archive (write it with numpy.savez; {_NPZ_EXPECT})")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise UserError(f"{where}: cannot open as npz ({_one_line(err)}); {_NPZ_EXPECT}")
+    if not hasattr(npz, "files"):
+        raise UserError(f"{where}: not an npz archive (write it with numpy.savez; {_NPZ_EXPECT})")
+    with npz:
+        keys = set(npz.files)
+        for req in ("images", "labels"):
+            if req not in keys:
+                raise UserError(f"{where}: missing array {req!r} ({_NPZ_EXPECT}); found {sorted(keys)}")
+        if ("test_images" in keys) != ("test_labels" in keys):
+            have, miss = ("test_images", "test_labels") if "test_images" in keys else ("test_labels", "test_images")
+            raise UserError(f"{where}: has {have!r} but no {miss!r} (expected both or neither)")
+        images = _check_images(_npz_array(npz, "images", where), "images", where)
+        labels = _check_labels(_npz_array(npz, "labels", where), "labels", len(images), "images", where)
+        k = int(labels.max()) + 1
+        counts = np.bincount(labels, minlength=k)
+        if (counts == 0).any():
+            gap = int(np.nonzero(counts == 0)[0][0])
+            raise UserError(f"{where}: array 'labels' has no image of class {gap} "
+                            f"(expected labels covering 0..{k - 1}, every class with at least one image)")
+        if k < 2:
+            raise UserError(f"{where}: array 'labels' has a single class (expected at least 2 classes)")
+        test_images = test_labels = None
+        if "test_images" in keys:
+            test_images = _check_images(_npz_array(npz, "test_images", where), "test_images", where)
+            if test_images.shape[1:] != images.shape[1:]:
+                raise UserError(f"{where}: array 'test_images' has image shape {test_images.shape[1:]} but "
+                                f"'images' has {images.shape[1:]} (expected the same H×W×C)")
+            test_labels = _check_labels(_npz_array(npz, "test_labels", where), "test_labels",
+                                        len(test_images), "test_images", where)
+            if int(test_labels.max()) >= k:
+                raise UserError(f"{where}: array 'test_labels' has label {int(test_labels.max())} but 'labels' "
+                                f"has classes 0..{k - 1} only (expected test labels among the training classes)")
+        names = None
+        if "class_names" in keys:
+            cn = _npz_array(npz, "class_names", where)
+            if cn.dtype.kind not in "US" or cn.ndim != 1 or len(cn) != k:
+                raise UserError(f"{where}: array 'class_names' has dtype {cn.dtype} and shape {cn.shape} "
+                                f"(expected a 1-D string array with one name per class, {k} names)")
+            names = [v.decode() if isinstance(v, bytes) else str(v) for v in cn.tolist()]
+    return images, labels, test_images, test_labels, names
+
+
+def _conform(x: Tensor, cfg: dict) -> Tensor:
+    """Apply data.channels (1 ↔ 3) and data.image_size (antialiased resize) to uint8 N×C×H×W images."""
+    want_c = cfg.get("channels")
+    if want_c == 1 and x.shape[1] == 3:
+        w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        x = torch.cat([(x[i:i + 4096].float() * w).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
+                       for i in range(0, len(x), 4096)])
+    elif want_c == 3 and x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1).contiguous()
+    size = cfg.get("image_size")
+    if size and tuple(x.shape[2:]) != (size, size):
+        x = torch.cat([F.interpolate(x[i:i + 4096].float(), size=(size, size), mode="bilinear",
+                                     align_corners=False, antialias=True).round_().clamp_(0, 255).to(torch.uint8)
+                       for i in range(0, len(x), 4096)])
+    return x
+
+
+def _default_natural(cfg: dict, channels: int) -> bool:
+    """Custom data: colour images are treated as natural photos unless data.natural says otherwise."""
+    nat = cfg.get("natural")
+    return channels == 3 if nat is None else bool(nat)
+
+
+def _load_npz(cfg: dict) -> RawData:
+    images, labels, test_images, test_labels, names = _read_npz(cfg)
+    k = int(labels.max()) + 1
+
+    def conv(a: np.ndarray) -> Tensor:
+        return _conform(torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).contiguous(), cfg)
+
+    xtr = conv(images)
+    xte = conv(test_images) if test_images is not None else None
+    yte = torch.from_numpy(test_labels) if test_labels is not None else None
+    names = names or [str(c) for c in range(k)]
+    return RawData(xtr, torch.from_numpy(labels), xte, yte, k, names, _default_natural(cfg, xtr.shape[1]))
+
+
+# ---------------------------------------------------------------------------------------------- ImageFolder
+
+
+def _is_image(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _folder_layout(cfg: dict) -> tuple[dict[str, list[str]], dict[str, list[str]] | None]:
+    """Class → sorted image files for train (and test when path/test/ exists); checks structure only."""
+    root = _abspath(cfg["path"])
+    if not os.path.isdir(root):
+        raise UserError(f"data.path: {root}: folder not found (expected path/<class>/<images> or "
+                        f"path/train/<class>/<images> with optional path/test/<class>/<images>)")
+    train_root = os.path.join(root, "train")
+    has_split = os.path.isdir(train_root)
+    if not has_split:
+        train_root = root
+
+    def classes_of(folder: str, need_images: bool) -> dict[str, list[str]]:
+        subdirs = sorted(d for d in os.listdir(folder)
+                         if not d.startswith(".") and os.path.isdir(os.path.join(folder, d)))
+        if not subdirs:
+            raise UserError(f"data.path: {folder}: no class folders (expected one sub-folder of images per class)")
+        out = {}
+        for d in subdirs:
+            cdir = os.path.join(folder, d)
+            files = sorted(f for f in os.listdir(cdir) if _is_image(f) and os.path.isfile(os.path.join(cdir, f)))
+            if not files and need_images:
+                raise UserError(f"data.path: {cdir}: class folder has no images "
+                                f"(expected files ending in {', '.join(IMAGE_EXTENSIONS)})")
+            out[d] = [os.path.join(cdir, f) for f in files]
+        return out
+
+    train = classes_of(train_root, True)
+    if len(train) < 2:
+        raise UserError(f"data.path: {train_root}: only one class folder (expected at least 2 classes)")
+    test = None
+    test_root = os.path.join(root, "test")
+    if has_split and os.path.isdir(test_root):
+        test = classes_of(test_root, False)
+        extra = sorted(set(test) - set(train))
+        if extra:
+            raise UserError(f"data.path: {os.path.join(test_root, extra[0])}: test class not among the training "
+                            f"classes (expected test/<class> names matching train/<class>)")
+        if not any(test.values()):
+            raise UserError(f"data.path: {test_root}: no test images (expected test/<class>/<images>, or remove test/)")
+    return train, test
+
+
+def _read_images(files: list[str], cfg: dict, shape_ref: list) -> np.ndarray:
+    """Decode every file once with PIL into one N×H×W×C uint8 array."""
+    from PIL import Image
+
+    mode = "L" if cfg.get("channels") == 1 else "RGB"
+    size = cfg.get("image_size")
+    out = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im = im.convert(mode)
+                if size:
+                    im = im.resize((size, size), Image.BILINEAR)
+                a = np.asarray(im, dtype=np.uint8)
+        except Exception as err:
+            raise UserError(f"data.path: {f}: cannot read image ({_one_line(err)})")
+        if a.ndim == 2:
+            a = a[..., None]
+        if not shape_ref:
+            shape_ref.extend([a.shape, f])
+        elif a.shape != shape_ref[0]:
+            h, w = a.shape[:2]
+            h0, w0 = shape_ref[0][:2]
+            raise UserError(f"data.path: {f}: image is {w}×{h} but {shape_ref[1]} is {w0}×{h0} "
+                            f"(expected one size; set data.image_size to resize)")
+        out.append(a)
+    return np.stack(out) if out else np.zeros((0, 1, 1, 1), np.uint8)
+
+
+def _load_imagefolder(cfg: dict) -> RawData:
+    train, test = _folder_layout(cfg)
+    names = list(train)
+    shape_ref: list = []
+
+    def load(split: dict[str, list[str]]) -> tuple[Tensor, Tensor]:
+        files = [f for c in names for f in split.get(c, [])]
+        labels = [i for i, c in enumerate(names) for _ in split.get(c, [])]
+        a = _read_images(files, cfg, shape_ref)
+        return torch.from_numpy(a).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels, dtype=torch.int64)
+
+    xtr, ytr = load(train)
+    xte, yte = load(test) if test is not None else (None, None)
+    return RawData(xtr, ytr, xte, yte, len(names), names, _default_natural(cfg, xtr.shape[1]))
+
+
+# ---------------------------------------------------------------------------------------------- entry points
+
+
+def load_source(cfg: dict) -> RawData:
+    """Load the `data` config group's source into memory (glyphs are generated by build_dataset instead)."""
+    validate_data_config(cfg)
+    name = cfg["name"]
+    if name in _CIFAR:
+        return _load_cifar(cfg)
+    if name == "npz":
+        return _load_npz(cfg)
+    if name == "imagefolder":
+        return _load_imagefolder(cfg)
+    raise ValueError("glyphs have no raw source: they are rendered by gitune.data.dataset.build_dataset")
+
+
+def check_source(cfg: dict) -> None:
+    """Cheap preflight before Ray starts: config values, and that the data is there and well formed."""
+    validate_data_config(cfg)
+    name = cfg["name"]
+    if name in _CIFAR:
+        _extract_cifar_tarball(cfg)  # once here, not concurrently in every trial
+        if _cifar_files_present(cfg):
+            return
+        if not cfg.get("download", False):
+            raise _cifar_missing(cfg)
+        _load_cifar(cfg)  # downloads now, so that trials find the files
+    elif name == "npz":
+        _read_npz(cfg)
+    elif name == "imagefolder":
+        _folder_layout(cfg)
