@@ -135,23 +135,26 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     top = key.split(".")[0]
     if top in C.GROUPS:
         C.check_key(key, f"--set {key}")
-        C.set_dotted(raw.setdefault("config", {}) or {}, key, value)
-        if isinstance(raw.get("config"), dict) is False:
-            raw["config"] = {}
+        _set_in(raw, "config", key, value)
         space = raw.get("space")
         if isinstance(space, dict):
             space.pop(key, None)
-        return
-    if top not in TOP_KEYS:
+    elif top not in TOP_KEYS:
         raise UserError(f"--set {key}: unknown key (expected a spec key ({', '.join(TOP_KEYS)}) "
                         f"or a config key under {', '.join(C.GROUPS)})")
-    if "." in key:
-        node = raw.setdefault(top, {})
-        if not isinstance(node, dict):
-            raise UserError(f"--set {key}: '{top}' is not a mapping in the file")
-        C.set_dotted(node, key.split(".", 1)[1], value)
+    elif "." in key:
+        _set_in(raw, top, key.split(".", 1)[1], value)
     else:
         raw[key] = value
+
+
+def _set_in(raw: dict[str, Any], block: str, key: str, value: Any) -> None:
+    if raw.get(block) is None:
+        raw[block] = {}
+    try:
+        C.set_dotted(raw[block], key, value)
+    except (AttributeError, TypeError):
+        raise UserError(f"--set {block}.{key}: '{block}' in the file is not a mapping down to that key") from None
 
 
 def build_spec(raw: dict[str, Any], where: str) -> SweepSpec:

@@ -105,7 +105,7 @@ def _artifact_location(uri: str) -> str | None:
 def start_sweep(name: str, uri: str, sweep_path: str, spec_yaml: str, space_file: Path,
                 params: dict[str, Any], resume: bool) -> TrackingContext:
     """Create (or on --resume, reopen) the experiment and this invocation's parent run, on the driver."""
-    from mlflow.entities import Param, RunTag
+    from mlflow.entities import Param
 
     client = _client(uri)
     exp = retry(lambda: client.get_experiment_by_name(name))
@@ -137,7 +137,6 @@ def start_sweep(name: str, uri: str, sweep_path: str, spec_yaml: str, space_file
     retry(lambda: client.log_text(run_id, spec_yaml, "spec/resolved.yaml"))
     if space_file.is_file():
         retry(lambda: client.log_text(run_id, space_file.read_text(), f"spec/{space_file.name}"))
-    retry(lambda: client.log_batch(run_id, tags=[RunTag("gitune.storage", sweep_path)]))
     return TrackingContext(uri, exp_id, name, run_id)
 
 

@@ -144,3 +144,9 @@ def test_exponent_floats_without_dot_or_sign_are_numbers(tmp_path):
     text = BASE.replace("model: {arch: small_cnn}", "model: {arch: small_cnn}\n  optim: {weight_decay: 5e-4}")
     spec = spaces.load_spec(write(tmp_path, text), ["train.ldam_s=1e2"])
     assert spec.config["optim"]["weight_decay"] == 5e-4 and spec.config["train"]["ldam_s"] == 100.0
+
+
+def test_set_works_when_the_file_has_an_empty_config_block(tmp_path):
+    text = "name: t\nconfig:\nspace:\n  optim.lr: {uniform: [0.01, 0.1]}\n"
+    spec = spaces.load_spec(write(tmp_path, text), ["train.epochs=7", "optim.warmup_epochs=1"])
+    assert spec.config["train"]["epochs"] == 7 and spec.scheduler["max_t"] == 7

@@ -65,8 +65,8 @@ def _invariance_transform(data: LongTailData, generator: torch.Generator):
 
 
 @torch.no_grad()
-def evaluate(model, split: Batches, preprocess, batch_size: int, num_classes: int,
-             counts: list[int], prefix: str) -> dict[str, float]:
+def evaluate(model, split: Batches, preprocess, batch_size: int, counts: list[int],
+             prefix: str) -> dict[str, float]:
     """Accuracy metrics and mean CE loss on a whole split, batched; one host sync at the end."""
     was_training = model.training
     model.eval()
@@ -113,12 +113,11 @@ def train_epoch(model, loader: DeviceLoader, sampler: str, loss_fn, optimizer, p
             "perf/img_per_s": seen / max(elapsed, 1e-9), "perf/epoch_s": elapsed}
 
 
-def _state(model, optimizer, scheduler, gens: dict[str, torch.Generator], epoch: int,
-           run_id: str | None) -> dict[str, Any]:
+def _state(model, optimizer, scheduler, gens: dict[str, torch.Generator], epoch: int) -> dict[str, Any]:
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "epoch": epoch,
             "rng": {k: g.get_state() for k, g in gens.items()},
-            "torch_rng": torch.get_rng_state(), "mlflow_run_id": run_id or ""}
+            "torch_rng": torch.get_rng_state()}
 
 
 def _restore(checkpoint, model, optimizer, scheduler, gens: dict[str, torch.Generator]) -> int:
@@ -194,7 +193,7 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
     run = None
     ctx = tune.get_context()
     if tracking is not None:
-        params = {k: v for k, v in flatten(cfg).items()}
+        params = dict(flatten(cfg))
         params.update({"data/train_images": sum(counts), "data/num_classes": C,
                        "model/parameters": sum(p.numel() for p in model.parameters())})
         run = TrialRun.open(tracking, ctx.get_trial_id(), ctx.get_trial_name(), params)
@@ -218,7 +217,7 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
             if run is not None:
                 run.set_tags({"gitune.error": f"train/loss became {metrics['train/loss']} at epoch {epoch + 1}"})
             raise FloatingPointError(f"train/loss became {metrics['train/loss']} at epoch {epoch + 1}")
-        metrics.update(evaluate(model, val, preprocess, ev["batch_size"], C, counts, "val"))
+        metrics.update(evaluate(model, val, preprocess, ev["batch_size"], counts, "val"))
         done = epoch + 1
         inv: dict[str, float] = {}
         if ev["inv_interval"] and (done % ev["inv_interval"] == 0 or done == epochs or done in extra):
@@ -227,13 +226,13 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
             metrics.update(inv)
         if done == epochs:
             test = Batches(data.test.images.to(device), data.test.labels.to(device))
-            metrics.update(evaluate(model, test, preprocess, ev["batch_size"], C, counts, "test"))
+            metrics.update(evaluate(model, test, preprocess, ev["batch_size"], counts, "test"))
         if run is not None:
             run.log_metrics(metrics, step=done)
             if inv:
                 _log_per_class(run, data, metrics, inv, done)
         with tempfile.TemporaryDirectory() as d:
-            torch.save(_state(model, optimizer, scheduler, gens, done, run.run_id if run else None),
+            torch.save(_state(model, optimizer, scheduler, gens, done),
                        os.path.join(d, STATE_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
     if run is not None:
