@@ -65,6 +65,17 @@ def test_cosine_head_range_and_type():
     torch.testing.assert_close(out, torch.tensor([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]))
 
 
+def test_cosine_scale_gives_the_trained_logits():
+    # LDAM trains softmax(s · cos): the model must output s · cos so its probabilities are the trained ones.
+    torch.manual_seed(0)
+    plain = create_model("small_cnn", num_classes=5, in_channels=1, cosine_head=True).eval()
+    torch.manual_seed(0)
+    scaled = create_model("small_cnn", num_classes=5, in_channels=1, cosine_head=True, cosine_scale=30.0).eval()
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(scaled(x), 30.0 * plain(x))
+
+
 def test_plain_head_is_linear():
     model = create_model("resnet20", num_classes=4, in_channels=1)
     assert isinstance(model.head, torch.nn.Linear)

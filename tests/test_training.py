@@ -53,7 +53,7 @@ def test_ldam_margins():
 
 def test_ldam_hand_computed():
     loss = build_loss("ldam", [100, 1], ldam_max_m=0.5, ldam_s=30.0)
-    logits = torch.tensor([[0.2, 0.1], [0.3, 0.4]])  # cosines
+    logits = 30.0 * torch.tensor([[0.2, 0.1], [0.3, 0.4]])  # the cosine head's output: s · cos
     target = torch.tensor([0, 1])
     m0, m1 = 0.5 / 100 ** 0.25, 0.5
     # sample 0: target 0 -> z = 30*[0.2-m0, 0.1]; sample 1: target 1 -> z = 30*[0.3, 0.4-m1]

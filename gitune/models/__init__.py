@@ -18,14 +18,17 @@ MODEL_NAMES = ("small_cnn", "resnet20", "resnet32", "resnet44", "resnet56")
 __all__ = ["MODEL_NAMES", "CifarResNet", "CosineLinear", "SmallCNN", "count_parameters", "create_model"]
 
 
-def create_model(arch: str, num_classes: int, in_channels: int, cosine_head: bool = False) -> nn.Module:
-    """Build the classifier named by config key `model.arch`; unknown names are a UserError."""
+def create_model(arch: str, num_classes: int, in_channels: int, cosine_head: bool = False,
+                 cosine_scale: float = 1.0) -> nn.Module:
+    """Build the classifier named by config key `model.arch`; unknown names are a UserError.
+
+    `cosine_head` gives logits cosine_scale · cos (LDAM's s), see `heads.CosineLinear`."""
     if arch not in MODEL_NAMES:
         raise UserError(f"model.arch: unknown architecture {arch!r} (expected one of: {', '.join(MODEL_NAMES)})")
     if arch == "small_cnn":
-        return SmallCNN(num_classes, in_channels, cosine_head)
+        return SmallCNN(num_classes, in_channels, cosine_head, cosine_scale)
     assert arch in DEPTH_TO_BLOCKS
-    return resnet(arch, num_classes, in_channels, cosine_head)
+    return resnet(arch, num_classes, in_channels, cosine_head, cosine_scale)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

@@ -1,7 +1,8 @@
 """Classifier heads.
 
-`CosineLinear` is the LDAM head: logits are cosines between the normalised feature and each normalised
-class weight, so every logit lies in [-1, 1] and the LDAM loss rescales them by s.
+`CosineLinear` is the LDAM head: logits are s · cos(feature, class weight). The scale lives in the head,
+not only in the loss, so that the model's softmax is the distribution LDAM trained (eKLD, validation
+loss and any later use of p(y|x) read the real probabilities, not a near-uniform softmax of cosines).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from torch import nn
 
 
 class CosineLinear(nn.Module):
-    """Linear layer without bias whose output is cos(feature, weight_c) for every class c."""
+    """Linear layer without bias whose output is scale · cos(feature, weight_c) for every class c."""
 
-    def __init__(self, in_features: int, num_classes: int, eps: float = 1e-8) -> None:
+    def __init__(self, in_features: int, num_classes: int, eps: float = 1e-8, scale: float = 1.0) -> None:
         super().__init__()
+        self.scale = scale
         self.in_features = in_features
         self.out_features = num_classes
         self.eps = eps
@@ -26,14 +28,14 @@ class CosineLinear(nn.Module):
         x = F.normalize(x, dim=1, eps=self.eps)
         w = F.normalize(self.weight, dim=1, eps=self.eps)
         # Normalised vectors can give |cos| a hair above 1 through rounding; clamp so the contract holds.
-        return F.linear(x, w).clamp(-1.0, 1.0)
+        return F.linear(x, w).clamp(-1.0, 1.0) * self.scale
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, num_classes={self.out_features}"
+        return f"in_features={self.in_features}, num_classes={self.out_features}, scale={self.scale}"
 
 
-def make_head(in_features: int, num_classes: int, cosine: bool) -> nn.Module:
-    """The plain linear head, or the cosine head when the loss needs one (LDAM)."""
+def make_head(in_features: int, num_classes: int, cosine: bool, scale: float = 1.0) -> nn.Module:
+    """The plain linear head, or the cosine head (logits scale · cos) when the loss needs one (LDAM)."""
     if cosine:
-        return CosineLinear(in_features, num_classes)
+        return CosineLinear(in_features, num_classes, scale=scale)
     return nn.Linear(in_features, num_classes)

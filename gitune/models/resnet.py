@@ -57,7 +57,7 @@ class CifarResNet(nn.Module):
     """ResNet-(6n+2) for small images; `features` is the pooled 64-d penultimate layer."""
 
     def __init__(self, blocks_per_stage: int, num_classes: int, in_channels: int = 3,
-                 cosine_head: bool = False) -> None:
+                 cosine_head: bool = False, cosine_scale: float = 1.0) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 16, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
@@ -71,7 +71,7 @@ class CifarResNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
         self.feature_dim = channels
-        self.head = make_head(channels, num_classes, cosine_head)
+        self.head = make_head(channels, num_classes, cosine_head, cosine_scale)
         _kaiming_init(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,6 +93,7 @@ def _kaiming_init(model: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def resnet(arch: str, num_classes: int, in_channels: int = 3, cosine_head: bool = False) -> CifarResNet:
+def resnet(arch: str, num_classes: int, in_channels: int = 3, cosine_head: bool = False,
+           cosine_scale: float = 1.0) -> CifarResNet:
     """Build one of `DEPTH_TO_BLOCKS` (the caller has already checked the name)."""
-    return CifarResNet(DEPTH_TO_BLOCKS[arch], num_classes, in_channels, cosine_head)
+    return CifarResNet(DEPTH_TO_BLOCKS[arch], num_classes, in_channels, cosine_head, cosine_scale)

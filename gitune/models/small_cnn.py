@@ -17,7 +17,8 @@ def _block(in_channels: int, out_channels: int) -> list[nn.Module]:
 class SmallCNN(nn.Module):
     """Three conv3x3-BN-ReLU blocks (32/64/128), max-pool after the first two, global average pool, head."""
 
-    def __init__(self, num_classes: int, in_channels: int = 3, cosine_head: bool = False) -> None:
+    def __init__(self, num_classes: int, in_channels: int = 3, cosine_head: bool = False,
+                 cosine_scale: float = 1.0) -> None:
         super().__init__()
         self.body = nn.Sequential(
             *_block(in_channels, 32), nn.MaxPool2d(2),
@@ -25,7 +26,7 @@ class SmallCNN(nn.Module):
             *_block(64, 128),
         )
         self.feature_dim = 128
-        self.head = make_head(128, num_classes, cosine_head)
+        self.head = make_head(128, num_classes, cosine_head, cosine_scale)
         _kaiming_init(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

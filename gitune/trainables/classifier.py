@@ -171,8 +171,8 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
     flip = tr["flip"] if tr["flip"] is not None else natural
 
     torch.manual_seed(tr["seed"])
-    model = create_model(cfg["model"]["arch"], C, data.image_shape[0],
-                         cosine_head=needs_cosine_head(tr["loss"])).to(device)
+    model = create_model(cfg["model"]["arch"], C, data.image_shape[0], cosine_head=needs_cosine_head(tr["loss"]),
+                         cosine_scale=tr["ldam_s"]).to(device)
     optimizer = build_optimizer(model, opt["lr"], opt["momentum"], opt["weight_decay"], opt["nesterov"])
     scheduler = build_scheduler(optimizer, opt["warmup_epochs"], opt["milestones"], opt["gamma"])
     loss_fn = build_loss(tr["loss"], counts, focal_gamma=tr["focal_gamma"], ldam_max_m=tr["ldam_max_m"],

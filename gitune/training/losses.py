@@ -60,10 +60,11 @@ class CrossEntropy(ClassLoss):
 
 
 class LDAMLoss(ClassLoss):
-    """LDAM (Cao et al. 2019): subtract a class margin m_y from the target cosine logit, scale by s, CE.
+    """LDAM (Cao et al. 2019): CE on s · (cos − m_y at the target).
 
     m_c = 1 / n_c^(1/4), rescaled so that the largest margin (smallest class) equals `max_m`.
-    Expects cosine logits in [-1, 1] (see `needs_cosine_head`).
+    Expects logits s · cos from the cosine head built with scale s (see `needs_cosine_head`), so it
+    subtracts s · m_y: the same loss as the reference, while the model's own softmax is the trained one.
     """
 
     def __init__(self, class_counts: Sequence[int], weight: torch.Tensor | None = None,
@@ -75,10 +76,10 @@ class LDAMLoss(ClassLoss):
         self.s = s
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        margin = self.margins.to(logits.dtype)[target]
+        margin = self.s * self.margins.to(logits.dtype)[target]
         # scatter rather than F.one_hot: no range check, so no host-device sync on CUDA.
         adjusted = logits - torch.zeros_like(logits).scatter_(1, target[:, None], margin[:, None])
-        return F.cross_entropy(self.s * adjusted, target, weight=self.weight)
+        return F.cross_entropy(adjusted, target, weight=self.weight)
 
 
 class FocalLoss(ClassLoss):
