@@ -108,3 +108,42 @@ def test_diverging_trial_ends_failed_with_reason(tmp_path, ray_session, capsys):
     parents, (child,) = runs_of(client, "nan")
     assert child.info.status == "FAILED" and parents[0].info.status == "FAILED"
     assert "train/loss became nan" in child.data.tags["gitune.error"]
+
+
+@pytest.mark.timeout(300)
+def test_natural_rgb_npz_with_resnet_ldam_drw(tmp_path, ray_session):
+    """The CIFAR-style path: 3-channel custom data (natural: crop+flip, standard augmentation as the
+    invariance T), a CIFAR ResNet with LDAM's cosine head and deferred re-weighting."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 80)
+    colours = rng.integers(40, 255, (4, 3))
+    images = (rng.integers(0, 60, (len(labels), 32, 32, 3)) + colours[labels][:, None, None, :] // 2).astype(np.uint8)
+    path = tmp_path / "rgb.npz"
+    np.savez(path, images=images, labels=labels)
+    spec = tmp_path / "rgb.yaml"
+    spec.write_text(textwrap.dedent(f"""
+        name: rgb
+        num_samples: 1
+        scheduler: {{type: fifo}}
+        config:
+          data: {{name: npz, path: {path}, profile: exp, n_max: 60, ratio: 10, val_per_class: 8, test_per_class: 8}}
+          model: {{arch: resnet20}}
+          optim: {{lr: 0.05, warmup_epochs: 1, milestones: [1]}}
+          train: {{epochs: 2, batch_size: 32, loss: ldam, rule: drw, threads: 1}}
+          eval: {{inv_interval: 1, inv_images_per_class: 4, inv_transforms: 2}}
+        space:
+          train.seed: {{choice: [3]}}
+        """))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert sweep.main(["--space", str(spec), "--tracking-uri", uri, "--storage", str(tmp_path / "rr")]) == 0
+    client = MlflowClient(uri)
+    _, (child,) = runs_of(client, "rgb")
+    assert child.info.status == "FINISHED"
+    params, metrics = child.data.params, child.data.metrics
+    assert params["model.arch"] == "resnet20" and params["data/num_classes"] == "4"
+    assert int(params["data/train_images"]) == 60 + 27 + 12 + 6
+    assert 0.0 <= metrics["test/bal_acc"] <= 1.0 and metrics["inv/ekld_mean"] >= 0.0
+    # LDAM logits are s·cos (s = 30): the measured KL is on the trained distribution, not a flat one.
+    assert metrics["val/loss"] > 0.0
