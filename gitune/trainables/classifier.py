@@ -26,7 +26,7 @@ from gitune.data.loader import DeviceLoader
 from gitune.data.nuisances import apply_nuisance
 from gitune.metrics.accuracy import classification_metrics, class_key
 from gitune.metrics.invariance import measure_invariance
-from gitune.models import create_model
+from gitune.models import count_parameters, create_model
 from gitune.training.losses import build_loss, needs_cosine_head
 from gitune.training.rules import rule_at_epoch
 from gitune.training.schedule import build_optimizer, build_scheduler
@@ -37,7 +37,7 @@ STATE_FILE = "state.pt"
 
 @dataclass
 class Batches:
-    """A split held on the trial's device as uint8, with how to turn it into model input."""
+    """An evaluation split held on the trial's device (uint8 images, or floats for invariance)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -195,7 +195,7 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
     if tracking is not None:
         params = dict(flatten(cfg))
         params.update({"data/train_images": sum(counts), "data/num_classes": C,
-                       "model/parameters": sum(p.numel() for p in model.parameters())})
+                       "model/parameters": count_parameters(model)})
         run = TrialRun.open(tracking, ctx.get_trial_id(), ctx.get_trial_name(), params)
         if run.resumed and start_epoch > 0:
             run.log_metrics({"trial/resumed_at_epoch": start_epoch}, step=start_epoch)
