@@ -135,13 +135,8 @@ def int_list() -> Check:
 
 
 def _describe(kind: str, lo: Any, hi: Any, nullable: bool, lo_open: bool = False) -> str:
-    parts = [kind]
-    if lo is not None:
-        parts.append(f"{'>' if lo_open else '≥'} {lo}")
-    if hi is not None:
-        parts.append(f"≤ {hi}")
-    text = " ".join(parts[:1]) + ((" " + " and ".join(parts[1:])) if len(parts) > 1 else "")
-    return text + (" (or null)" if nullable else "")
+    bounds = ([f"{'>' if lo_open else '≥'} {lo}"] if lo is not None else []) + ([f"≤ {hi}"] if hi is not None else [])
+    return kind + (" " + " and ".join(bounds) if bounds else "") + (" (or null)" if nullable else "")
 
 
 def _schema() -> dict[str, Check]:

@@ -4,15 +4,14 @@ import torch
 
 from gitune.data.dataset import LongTailData, build_dataset
 from gitune.data.profiles import class_counts
+from gitune.config import DEFAULTS
 from gitune.errors import UserError
 
 
 def data_cfg(**kw):
-    cfg = {"name": "glyphs", "root": "./data", "path": None, "download": False, "profile": "exp", "ratio": 10.0,
-           "alpha": 2.0, "n_max": None, "n_min": 5, "num_classes": None, "image_size": None, "channels": None,
-           "val_per_class": 5, "test_per_class": 4, "instance": 0, "seed": 0, "natural": None, "nuisance": {}}
-    cfg.update(kw)
-    return cfg
+    """The trial's data config (every key, as the trainable gets it), small and offline."""
+    return {**DEFAULTS["data"], "name": "glyphs", "download": False, "ratio": 10.0, "val_per_class": 5,
+            "test_per_class": 4, "nuisance": {}, **kw}
 
 
 SIZES = [60, 40, 30, 20]

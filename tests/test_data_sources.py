@@ -6,15 +6,14 @@ import torch
 from PIL import Image
 
 from gitune.data.sources import check_source, load_source
+from gitune.config import DEFAULTS
 from gitune.errors import UserError
 
 
 def data_cfg(**kw):
-    cfg = {"name": "npz", "root": "./data", "path": None, "download": False, "profile": "exp", "ratio": 10.0,
-           "alpha": 2.0, "n_max": None, "n_min": 5, "num_classes": None, "image_size": None, "channels": None,
-           "val_per_class": 2, "test_per_class": 2, "instance": 0, "seed": 0, "natural": None, "nuisance": {}}
-    cfg.update(kw)
-    return cfg
+    """The trial's data config (every key, as the trainable gets it), small and offline."""
+    return {**DEFAULTS["data"], "name": "npz", "download": False, "ratio": 10.0, "val_per_class": 2,
+            "test_per_class": 2, "nuisance": {}, **kw}
 
 
 def _good(n=12, k=3, shape=(8, 8)):

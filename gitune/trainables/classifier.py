@@ -22,7 +22,7 @@ from ray import tune
 from gitune.config import flatten, resolve_trial_config
 from gitune.data.augment import normalize, random_crop, random_flip, standard_augment, to_float
 from gitune.data.dataset import LongTailData, build_dataset
-from gitune.data.loader import DeviceLoader
+from gitune.data.loader import DeviceLoader, iterate_in_order
 from gitune.data.nuisances import apply_nuisance
 from gitune.metrics.accuracy import classification_metrics, class_key
 from gitune.metrics.invariance import measure_invariance
@@ -71,10 +71,8 @@ def evaluate(model, split: Batches, preprocess, batch_size: int, counts: list[in
     was_training = model.training
     model.eval()
     preds, loss_sum = [], torch.zeros((), device=split.labels.device)
-    for i in range(0, len(split.labels), batch_size):
-        x = preprocess(to_float(split.images[i:i + batch_size]))
-        y = split.labels[i:i + batch_size]
-        logits = model(x)
+    for xb, y in iterate_in_order(split.images, split.labels, batch_size):
+        logits = model(preprocess(to_float(xb)))
         loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum")
         preds.append(logits.argmax(1))
     model.train(was_training)
