@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 from gitune.errors import UserError
 
-GROUPS = ("data", "model", "optim", "train", "eval")
+GROUPS = ("data", "model", "optim", "train", "git", "eval")  # a classifier trial's config
+GENERATOR_GROUPS = ("data", "generator")  # a generator trial's config
 
 DEFAULTS: dict[str, Any] = {
     "data": {
@@ -63,12 +64,48 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "threads": None,
     },
+    "git": {
+        "prob": 0.0,
+        "start_epoch": 0,
+        "class_threshold": None,
+        "sampler": "same",
+    },
     "eval": {
         "batch_size": 1024,
         "inv_interval": 10,
         "inv_images_per_class": 40,
         "inv_transforms": 100,
     },
+}
+
+# The generator stage's own keys (`generator:` block of a space file); SCIENCE §4 sizes and losses.
+# Not part of a classifier trial's config: classifier trials receive the trained weights instead.
+GENERATOR_DEFAULTS: dict[str, Any] = {
+    "dim": 64,
+    "style_dim": 8,
+    "n_downsample": 2,
+    "n_res": 4,
+    "mlp_dim": 256,
+    "mlp_layers": 3,
+    "disc_dim": 64,
+    "disc_layers": 4,
+    "disc_scales": 1,
+    "iterations": 10000,
+    "batch_size": 1,
+    "lr": 1e-4,
+    "beta1": 0.5,
+    "beta2": 0.999,
+    "weight_decay": 1e-4,
+    "lr_step": 100000,
+    "lr_gamma": 0.5,
+    "w_gan": 1.0,
+    "w_recon_x": 10.0,
+    "w_recon_s": 1.0,
+    "w_recon_c": 1.0,
+    "report_every": 500,
+    "grid_every": 2000,
+    "seed": 0,
+    "threads": None,
 }
 
 DATASETS = ("glyphs", "cifar10", "cifar100", "npz", "imagefolder")
@@ -144,6 +181,7 @@ def _schema() -> dict[str, Check]:
     from gitune.data.profiles import PROFILES
     from gitune.models import MODEL_NAMES
     from gitune.training.losses import LOSSES
+    from gitune.training.git import GIT_SAMPLERS
     from gitune.training.rules import RULES
 
     return {
@@ -190,10 +228,39 @@ def _schema() -> dict[str, Check]:
         "train.flip": boolean(nullable=True),
         "train.seed": int_range(0),
         "train.threads": int_range(1, 1024, nullable=True),
+        "git.prob": float_range(0.0, 1.0),
+        "git.start_epoch": int_range(0),
+        "git.class_threshold": int_range(1, nullable=True),
+        "git.sampler": one_of(*GIT_SAMPLERS),
         "eval.batch_size": int_range(1, 65_536),
         "eval.inv_interval": int_range(0),
         "eval.inv_images_per_class": int_range(1),
         "eval.inv_transforms": int_range(1),
+        "generator.dim": int_range(1, 1024),
+        "generator.style_dim": int_range(1, 1024),
+        "generator.n_downsample": int_range(0, 5),
+        "generator.n_res": int_range(0, 32),
+        "generator.mlp_dim": int_range(1, 4096),
+        "generator.mlp_layers": int_range(2, 16),
+        "generator.disc_dim": int_range(1, 1024),
+        "generator.disc_layers": int_range(1, 8),
+        "generator.disc_scales": int_range(1, 4),
+        "generator.iterations": int_range(1, 10_000_000),
+        "generator.batch_size": int_range(1, 4096),
+        "generator.lr": float_range(0.0, 1.0, lo_open=True),
+        "generator.beta1": float_range(0.0, 1.0),
+        "generator.beta2": float_range(0.0, 1.0),
+        "generator.weight_decay": float_range(0.0, 1.0),
+        "generator.lr_step": int_range(1),
+        "generator.lr_gamma": float_range(0.0, 1.0, lo_open=True),
+        "generator.w_gan": float_range(0.0),
+        "generator.w_recon_x": float_range(0.0),
+        "generator.w_recon_s": float_range(0.0),
+        "generator.w_recon_c": float_range(0.0),
+        "generator.report_every": int_range(1),
+        "generator.grid_every": int_range(0),
+        "generator.seed": int_range(0),
+        "generator.threads": int_range(1, 1024, nullable=True),
     }
 
 
@@ -247,19 +314,32 @@ def merge_config(user: dict[str, Any] | None, where: str) -> dict[str, Any]:
     return cfg
 
 
-def check_key(key: str, where: str) -> Check:
+def merge_generator_config(user: dict[str, Any] | None, where: str) -> dict[str, Any]:
+    """GENERATOR_DEFAULTS overlaid with a `generator.config` block (keys without the `generator.` prefix)."""
+    cfg = copy.deepcopy(GENERATOR_DEFAULTS)
+    if user is None:
+        return cfg
+    if not isinstance(user, dict):
+        raise UserError(f"{where}: expected a mapping of generator keys ({', '.join(GENERATOR_DEFAULTS)})")
+    for key, value in user.items():
+        check_value(f"generator.{key}", value, f"{where}.{key}", groups=("generator",))
+        cfg[key] = value
+    return cfg
+
+
+def check_key(key: str, where: str, groups: tuple[str, ...] = GROUPS) -> Check:
     sch = schema()
-    if key in sch:
-        return sch[key]
     group = key.split(".")[0]
-    if group not in GROUPS:
-        raise UserError(f"{where}: unknown group '{group}' (expected one of: {', '.join(GROUPS)})")
+    if key in sch and group in groups:
+        return sch[key]
+    if group not in groups:
+        raise UserError(f"{where}: unknown group '{group}' (expected one of: {', '.join(groups)})")
     known = sorted(k for k in sch if k.startswith(group + "."))
     raise UserError(f"{where}: unknown key (known keys in '{group}': {', '.join(known)})")
 
 
-def check_value(key: str, value: Any, where: str) -> None:
-    chk = check_key(key, where)
+def check_value(key: str, value: Any, where: str, groups: tuple[str, ...] = GROUPS) -> None:
+    chk = check_key(key, where, groups)
     if not chk.test(value):
         raise UserError(f"{where}: expected {chk.expected}, got {value!r}")
 

@@ -58,6 +58,19 @@ TOP_KEYS = {
     "failure": "retries of crashed trials",
     "config": "fixed trial config",
     "space": "tuned trial config",
+    "generator": "the generator stage (GIT)",
+}
+# Reported by the generator trainable; `generator.metric` picks the checkpoint among generator trials.
+GENERATOR_METRICS = ("loss/recon_x", "loss/recon_s", "loss/recon_c", "loss/gen_adv", "loss/gen_total", "loss/dis")
+GENERATOR_BLOCK: dict[str, Any] = {
+    "checkpoint": None,  # a generator.pt file/folder or runs:/<run_id>: skips pretraining
+    "num_samples": 1,
+    "metric": "loss/recon_x",
+    "mode": "min",
+    "search": {"type": "random", "seed": 0},
+    "resources": None,  # default: the classifier trials' resources
+    "config": None,
+    "space": None,
 }
 SUB_DEFAULTS: dict[str, dict[str, Any]] = {
     "scheduler": {"type": "asha", "max_t": None, "grace_period": 1, "reduction_factor": 3},
@@ -86,6 +99,7 @@ class SweepSpec:
     space: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     description: str = ""
     source: str = ""
+    generator: dict[str, Any] | None = None  # the validated `generator:` block (GENERATOR_BLOCK keys)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,11 +201,79 @@ def build_spec(raw: dict[str, Any], where: str) -> SweepSpec:
     space = _parse_space(raw.get("space"), where)
     C.validate_config(cfg, f"{where}: config", tuned=set(space))
     _check_subs(subs, cfg, space, where)
+    generator = _generator_block(raw.get("generator"), subs["resources"], where)
     spec = SweepSpec(name=name.strip(), trainable=trainable, metric=metric, mode=mode,
                      num_samples=num_samples, config=cfg, space=space, description=desc,
-                     source=where, **subs)
+                     source=where, generator=generator, **subs)
     _check_space_sample(spec, where)
+    _check_git(spec, where)
     return spec
+
+
+def _generator_block(block: Any, resources: dict[str, Any], where: str) -> dict[str, Any] | None:
+    """The `generator:` block: a checkpoint to use, or the config (and optional small space) to pretrain."""
+    if block is None:
+        return None
+    w = f"{where}: generator"
+    if not isinstance(block, dict):
+        raise UserError(f"{w}: expected a mapping with keys {', '.join(GENERATOR_BLOCK)}")
+    for k in block:
+        if k not in GENERATOR_BLOCK:
+            raise UserError(f"{w}.{k}: unknown key (expected one of: {', '.join(GENERATOR_BLOCK)})")
+    out = copy.deepcopy(GENERATOR_BLOCK)
+    out.update(copy.deepcopy(block))
+    ckpt = out["checkpoint"]
+    if ckpt is not None and (not isinstance(ckpt, str) or not ckpt.strip()):
+        raise UserError(f"{w}.checkpoint: expected a path to generator.pt or runs:/<run_id>, got {ckpt!r}")
+    if not C._is_int(out["num_samples"]) or out["num_samples"] < 1:
+        raise UserError(f"{w}.num_samples: expected an integer ≥ 1, got {out['num_samples']!r}")
+    if out["metric"] not in GENERATOR_METRICS:
+        raise UserError(f"{w}.metric: expected one of: {', '.join(GENERATOR_METRICS)}, got {out['metric']!r}")
+    if out["mode"] not in ("max", "min"):
+        raise UserError(f"{w}.mode: expected max or min, got {out['mode']!r}")
+    search = out["search"] if isinstance(out["search"], dict) else None
+    if search is None or set(search) - {"type", "seed"} or search.get("type", "random") not in SEARCHERS:
+        raise UserError(f"{w}.search: expected {{type: {'|'.join(SEARCHERS)}, seed: N}}, got {out['search']!r}")
+    out["search"] = {"type": search.get("type", "random"), "seed": search.get("seed", 0), "max_concurrent": None}
+    res = out["resources"]
+    if res is None:
+        res = dict(resources)
+    if not isinstance(res, dict) or set(res) - {"cpu", "gpu"}:
+        raise UserError(f"{w}.resources: expected {{cpu: N, gpu: N}}, got {res!r}")
+    out["resources"] = {**resources, **res}
+    out["config"] = C.merge_generator_config(out["config"], f"{w}.config")
+    space_raw = out["space"]
+    if space_raw is not None and not isinstance(space_raw, dict):
+        raise UserError(f"{w}.space: expected a mapping of generator keys to distributions")
+    prefixed = {f"generator.{k}": v for k, v in (space_raw or {}).items()}
+    out["space"] = _parse_space(prefixed or None, where, groups=("generator",))
+    for key, dist in out["space"].items():
+        if out["search"]["type"] == "optuna" and "grid" in dist:
+            raise UserError(f"{where}: space.{key}: Optuna cannot take 'grid'; use 'choice'")
+    _check_resources(out["resources"], f"{w}.resources")
+    return out
+
+
+def _check_resources(res: dict[str, Any], w: str) -> None:
+    if not (C._is_num(res["cpu"]) and res["cpu"] > 0):
+        raise UserError(f"{w}.cpu: expected a number > 0, got {res['cpu']!r}")
+    if not (C._is_num(res["gpu"]) and res["gpu"] >= 0 and (res["gpu"] <= 1 or float(res["gpu"]).is_integer())):
+        raise UserError(f"{w}.gpu: expected 0, a fraction ≤ 1 (packs trials on a GPU) or a whole number, "
+                        f"got {res['gpu']!r}")
+
+
+def _check_git(spec: SweepSpec, where: str) -> None:
+    """GIT needs a generator; a generator is trained on one data config, so data keys cannot be tuned."""
+    probs = [spec.config["git"]["prob"]] if "git.prob" not in spec.space else _values_or_bounds(spec.space["git.prob"])
+    if spec.generator is None:
+        if any(p > 0 for p in probs):
+            raise UserError(f"{where}: git.prob: values > 0 need a generator: add a `generator:` block "
+                            f"(a config to pretrain, or checkpoint: PATH)")
+        return
+    tuned_data = sorted(k for k in spec.space if k.startswith("data."))
+    if tuned_data:
+        raise UserError(f"{where}: space.{tuned_data[0]}: the generator is trained once on config.data, so data "
+                        f"keys cannot be tuned in a sweep with a `generator:` block; run one sweep per data config")
 
 
 def _is_class_metric(metric: Any) -> bool:
@@ -245,17 +327,14 @@ def _check_subs(subs: dict[str, dict[str, Any]], cfg: dict[str, Any], space: dic
             raise UserError(f"{where}: space.{key}: search.type grid needs finite values "
                             f"('grid' or 'choice'), got '{kind}'")
 
-    res = subs["resources"]
-    need(C._is_num(res["cpu"]) and res["cpu"] > 0, "resources.cpu", "a number > 0", res["cpu"])
-    need(C._is_num(res["gpu"]) and res["gpu"] >= 0 and (res["gpu"] <= 1 or float(res["gpu"]).is_integer()),
-         "resources.gpu", "0, a fraction ≤ 1 (packs trials on a GPU) or a whole number", res["gpu"])
+    _check_resources(subs["resources"], f"{where}: resources")
     nk = subs["checkpoint"]["num_to_keep"]
     need(nk is None or (C._is_int(nk) and nk >= 1), "checkpoint.num_to_keep", "an integer ≥ 1 or null", nk)
     mf = subs["failure"]["max_failures"]
     need(C._is_int(mf) and mf >= -1, "failure.max_failures", "an integer ≥ 0 (or -1: retry forever)", mf)
 
 
-def _parse_space(space: Any, where: str) -> dict[str, dict[str, list[Any]]]:
+def _parse_space(space: Any, where: str, groups: tuple[str, ...] = C.GROUPS) -> dict[str, dict[str, list[Any]]]:
     if space is None:
         return {}
     if not isinstance(space, dict):
@@ -264,7 +343,7 @@ def _parse_space(space: Any, where: str) -> dict[str, dict[str, list[Any]]]:
     for key, dist in space.items():
         w = f"{where}: space.{key}"
         key = str(key)
-        chk = C.check_key(key, w)
+        chk = C.check_key(key, w, groups)
         if not isinstance(dist, dict) or len(dist) != 1:
             raise UserError(f"{w}: expected one distribution, e.g. {{uniform: [0.0, 0.8]}} "
                             f"(one of: {', '.join(DISTRIBUTIONS)})")

@@ -7,6 +7,7 @@ checked before Ray starts or any MLflow run exists, so a mistake costs one line 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -87,7 +88,8 @@ def latest_run_dir(root: str, name: str) -> str | None:
     base = Path(root) / name
     if "://" in root or not base.is_dir():
         return None
-    runs = sorted(d for d in base.iterdir() if d.is_dir() and (d / "tuner.pkl").exists())
+    runs = sorted(d for d in base.iterdir() if d.is_dir()
+                  and ((d / "tuner.pkl").exists() or (d / "generator" / "tuner.pkl").exists()))
     return str(runs[-1]) if runs else None
 
 
@@ -116,10 +118,14 @@ def run(args: argparse.Namespace) -> int:
     absolutize_paths(spec.config)
     preflight_data(spec)
 
-    from gitune import tracking
+    from gitune import pretrain, tracking
 
     uri = tracking.resolve_uri(args.tracking_uri)
     tracking.check_reachable(uri)
+    image_shape = preflight_git(spec)
+    given = pretrain.load_given(spec, uri)
+    if given is not None:
+        pretrain.check_payload(given, image_shape, f"{spec.source}: generator.checkpoint")
     root = storage_root(args.storage)
     if args.resume:
         run_dir = latest_run_dir(root, spec.name)
@@ -137,13 +143,21 @@ def run(args: argparse.Namespace) -> int:
     status = "FAILED"
     summary: dict[str, Any] = {}
     try:
-        results = _fit(spec, ctx, run_dir, args)
+        with _ray(args):
+            generator = None
+            if spec.generator is not None:
+                generator = pretrain.prepare_generator(spec, root, run_dir, ctx, args.resume, image_shape,
+                                                       interrupted, given)
+            results = _fit(spec, ctx, run_dir, args, generator)
         if interrupted(results):
             raise KeyboardInterrupt
         summary = _print_best(spec, results)
         if "best/trial_id" not in summary:
             return 1  # every trial errored: the sweep failed (parent run FAILED)
         status = "FINISHED"
+    except pretrain.StageFailed as e:
+        print(f"gitune: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         status = "KILLED"
         print(f"gitune: interrupted; continue with: {_resume_command(args)}", file=sys.stderr)
@@ -180,50 +194,90 @@ def _sweep_params(spec: SweepSpec) -> dict[str, Any]:
     return params
 
 
-def _fit(spec: SweepSpec, ctx, run_dir: str, args: argparse.Namespace):
+@contextlib.contextmanager
+def _ray(args: argparse.Namespace):
+    """One Ray session for both stages (started here unless the caller already has one)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table: chosen columns, not 300 metrics
     # Checkpointing every epoch forces frequent experiment snapshots; they are cheap at this size.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
-    from ray import tune
-
-    from gitune.spaces import param_space, search_algorithm
-    from gitune.trainables.classifier import train_classifier
-    from gitune.tracking import trial_status_callback
 
     started_ray = False
     if not ray.is_initialized():
         ray.init(address=args.address, include_dashboard=False, log_to_driver=True)
         started_ray = True
     try:
-        trainable = tune.with_parameters(train_classifier, tracking=ctx, invariance_epochs=asha_rungs(spec))
-        res = spec.resources
-        trainable = tune.with_resources(trainable, {"cpu": res["cpu"], "gpu": res["gpu"]})
-        scheduler = _scheduler(spec)
-        parent, name = run_dir.rsplit("/", 1)
-        reporter = tune.CLIReporter(
-            metric_columns={"epoch": "epoch", spec.metric: spec.metric, "val/acc_few": "few",
-                            "val/acc_many": "many", "train/loss": "loss"},
-            parameter_columns=[k.replace(".", "/") for k in spec.space], max_report_frequency=15,
-            sort_by_metric=True)
-        run_config = tune.RunConfig(
-            name=name, storage_path=parent,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint["num_to_keep"]),
-            failure_config=tune.FailureConfig(max_failures=spec.failure["max_failures"]),
-            callbacks=[trial_status_callback(ctx, spec.scheduler["type"])],
-            progress_reporter=reporter, verbose=1)
-        if args.resume:
-            tuner = tune.Tuner.restore(run_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                       param_space=param_space(spec))
-        else:
-            tuner = tune.Tuner(
-                trainable, param_space=param_space(spec), run_config=run_config,
-                tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
-                                            scheduler=scheduler, search_alg=search_algorithm(spec)))
-        return tuner.fit()
+        yield
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def preflight_git(spec: SweepSpec) -> tuple[int, ...] | None:
+    """With a generator, build the dataset once on the driver: its image shape must match the generator's,
+    and `git.class_threshold` must leave some class to augment. Returns the image shape (C, H, W)."""
+    if spec.generator is None:
+        return None
+    from gitune.data.dataset import build_dataset
+    from gitune.models.munit import munit_check
+    from gitune.trainables.generator import arch_of
+    from gitune.training.git import keep_probabilities
+
+    data = build_dataset(spec.config["data"])
+    if not spec.generator["checkpoint"]:
+        sizes = [spec.generator["config"]]
+        for key, dist in spec.generator["space"].items():
+            for v in next(iter(dist.values())):
+                if key.split(".", 1)[1] in arch_of(spec.generator["config"]):
+                    sizes.append({**spec.generator["config"], key.split(".", 1)[1]: v})
+        for gc in sizes:
+            error = munit_check(arch_of(gc), data.image_shape[-1])
+            if error:
+                raise UserError(f"{spec.source}: {error}")
+    thresholds = ([spec.config["git"]["class_threshold"]] if "git.class_threshold" not in spec.space
+                  else next(iter(spec.space["git.class_threshold"].values())))
+    for thr in thresholds:
+        if thr is not None:
+            try:
+                keep_probabilities(data.class_counts, thr)
+            except UserError as e:
+                raise UserError(f"{spec.source}: {e}") from None
+    return tuple(data.image_shape)
+
+
+def _fit(spec: SweepSpec, ctx, run_dir: str, args: argparse.Namespace, generator: dict[str, Any] | None = None):
+    from ray import tune
+
+    from gitune.spaces import param_space, search_algorithm
+    from gitune.trainables.classifier import train_classifier
+    from gitune.tracking import trial_status_callback
+
+    trainable = tune.with_parameters(train_classifier, tracking=ctx, invariance_epochs=asha_rungs(spec),
+                                     generator=generator)
+    res = spec.resources
+    trainable = tune.with_resources(trainable, {"cpu": res["cpu"], "gpu": res["gpu"]})
+    scheduler = _scheduler(spec)
+    parent, name = run_dir.rsplit("/", 1)
+    reporter = tune.CLIReporter(
+        metric_columns={"epoch": "epoch", spec.metric: spec.metric, "val/acc_few": "few",
+                        "val/acc_many": "many", "train/loss": "loss"},
+        parameter_columns=[k.replace(".", "/") for k in spec.space], max_report_frequency=15,
+        sort_by_metric=True)
+    run_config = tune.RunConfig(
+        name=name, storage_path=parent,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint["num_to_keep"]),
+        failure_config=tune.FailureConfig(max_failures=spec.failure["max_failures"]),
+        callbacks=[trial_status_callback(ctx, spec.scheduler["type"])],
+        progress_reporter=reporter, verbose=1)
+    if args.resume and "://" not in run_dir and (Path(run_dir) / "tuner.pkl").exists():
+        tuner = tune.Tuner.restore(run_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=param_space(spec))
+    else:
+        tuner = tune.Tuner(
+            trainable, param_space=param_space(spec), run_config=run_config,
+            tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
+                                        scheduler=scheduler, search_alg=search_algorithm(spec)))
+    return tuner.fit()
 
 
 def _scheduler(spec: SweepSpec):

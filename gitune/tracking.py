@@ -218,6 +218,13 @@ class TrialRun:
     def log_text(self, text: str, path: str) -> None:
         retry(lambda: self.client.log_text(self.run_id, text, path))
 
+    def log_image(self, image, path: str) -> None:
+        """An H×W or H×W×C uint8 array as a PNG artifact at `path`."""
+        retry(lambda: self.client.log_image(self.run_id, image, artifact_file=path))
+
+    def log_artifact(self, local_path: str, artifact_dir: str | None = None) -> None:
+        retry(lambda: self.client.log_artifact(self.run_id, local_path, artifact_dir))
+
     def finish(self, status: str = "FINISHED") -> None:
         retry(lambda: self.client.set_terminated(self.run_id, status))
 

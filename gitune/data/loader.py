@@ -31,15 +31,19 @@ class DeviceLoader:
     def __len__(self) -> int:
         return (len(self.labels) + self.batch_size - 1) // self.batch_size
 
-    def epoch_indices(self, sampler: str) -> Tensor:
-        """One epoch of indices: "uniform" is a permutation; "balanced" is N draws with p ∝ 1/n_class."""
+    def epoch_indices(self, sampler: str, generator: torch.Generator | None = None) -> Tensor:
+        """One epoch of indices: "uniform" is a permutation; "balanced" is N draws with p ∝ 1/n_class.
+
+        `generator` overrides the loader's RNG (GIT draws its source images from its own stream, so
+        the batches themselves do not change when GIT is switched on)."""
         n = len(self.labels)
+        generator = generator or self.generator
         if sampler == "uniform":
-            return torch.randperm(n, generator=self.generator, device=self.device)
+            return torch.randperm(n, generator=generator, device=self.device)
         if sampler == "balanced":
             if n == 0:
                 return torch.zeros(0, dtype=torch.int64, device=self.device)
-            return torch.multinomial(self._weights, n, replacement=True, generator=self.generator)
+            return torch.multinomial(self._weights, n, replacement=True, generator=generator)
         raise ValueError(f"sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")
 
     def batches(self, sampler: str = "uniform") -> Iterator[tuple[Tensor, Tensor]]:

@@ -1,8 +1,12 @@
-"""Evaluation metrics: accuracy by class and shot group; invariance (eKLD, consistency)."""
+"""Evaluation metrics: accuracy by class and shot group; invariance (eKLD, consistency, G-EED, ratio)."""
 
 from gitune.metrics.accuracy import (SHOT_GROUPS, class_key, classification_metrics, per_class_accuracy,
                                      shot_groups)
+from gitune.metrics.geed import (PENULTIMATE, derangement, latent_geed, measure_extra_invariance, pair_distances,
+                                 representation_ratio, softmax_geed, softmax_geed_from_log_probs)
 from gitune.metrics.invariance import kl_divergence, measure_invariance, per_class_means, spearman
 
-__all__ = ["SHOT_GROUPS", "class_key", "classification_metrics", "kl_divergence", "measure_invariance",
-           "per_class_accuracy", "per_class_means", "shot_groups", "spearman"]
+__all__ = ["PENULTIMATE", "SHOT_GROUPS", "class_key", "classification_metrics", "derangement", "kl_divergence",
+           "latent_geed", "measure_extra_invariance", "measure_invariance", "pair_distances", "per_class_accuracy",
+           "per_class_means", "representation_ratio", "shot_groups", "softmax_geed", "softmax_geed_from_log_probs",
+           "spearman"]

@@ -20,6 +20,7 @@ import torch
 from ray import tune
 
 from gitune.config import flatten, resolve_trial_config
+from gitune.errors import UserError
 from gitune.data.augment import normalize, random_crop, random_flip, standard_augment, to_float
 from gitune.data.dataset import LongTailData, build_dataset
 from gitune.data.loader import DeviceLoader, iterate_in_order
@@ -27,6 +28,7 @@ from gitune.data.nuisances import apply_nuisance
 from gitune.metrics.accuracy import classification_metrics, class_key
 from gitune.metrics.invariance import measure_invariance
 from gitune.models import count_parameters, create_model
+from gitune.training.git import GitAugmenter, generator_transform, load_generator
 from gitune.training.losses import build_loss, needs_cosine_head
 from gitune.training.rules import rule_at_epoch
 from gitune.training.schedule import build_optimizer, build_scheduler
@@ -82,8 +84,11 @@ def evaluate(model, split: Batches, preprocess, batch_size: int, counts: list[in
 
 
 def train_epoch(model, loader: DeviceLoader, sampler: str, loss_fn, optimizer, preprocess,
-                crop_pad: int, flip: bool, generator: torch.Generator) -> dict[str, float]:
-    """One pass over the epoch's sampled indices; losses accumulate on the device (no per-step sync)."""
+                crop_pad: int, flip: bool, generator: torch.Generator,
+                git: GitAugmenter | None = None) -> dict[str, float]:
+    """One pass over the epoch's sampled indices; losses accumulate on the device (no per-step sync).
+
+    With `git` active, part of each batch is replaced by generated images before crop/flip."""
     model.train()
     loss_sum = torch.zeros((), device=loader.device)
     correct = torch.zeros((), device=loader.device, dtype=torch.long)
@@ -91,6 +96,8 @@ def train_epoch(model, loader: DeviceLoader, sampler: str, loss_fn, optimizer, p
     start = time.perf_counter()
     for xb, yb in loader.batches(sampler):
         x = to_float(xb)
+        if git is not None:
+            x, yb = git.apply(x, yb)
         if crop_pad:
             x = random_crop(x, crop_pad, generator)
         if flip:
@@ -118,6 +125,9 @@ def _state(model, optimizer, scheduler, gens: dict[str, torch.Generator], epoch:
             "torch_rng": torch.get_rng_state()}
 
 
+RNG_STREAMS = ("sample", "augment", "invariance", "git", "invariance_gen")
+
+
 def _restore(checkpoint, model, optimizer, scheduler, gens: dict[str, torch.Generator]) -> int:
     with checkpoint.as_directory() as d:
         state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
@@ -125,7 +135,8 @@ def _restore(checkpoint, model, optimizer, scheduler, gens: dict[str, torch.Gene
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     for k, g in gens.items():
-        g.set_state(state["rng"][k])
+        if k in state["rng"]:
+            g.set_state(state["rng"][k])
     torch.set_rng_state(state["torch_rng"])
     return int(state["epoch"])
 
@@ -140,25 +151,38 @@ def _log_per_class(run: TrialRun, data: LongTailData, metrics: dict[str, float],
     acc = [metrics.get(f"val/class_acc/{class_key(c)}", float("nan")) for c in range(C)]
     ekld = [inv.get(f"inv/ekld/{class_key(c)}", float("nan")) for c in range(C)]
     cons = [inv.get(f"inv/consistency/{class_key(c)}", float("nan")) for c in range(C)]
+    columns = {"val_acc": acc, "ekld": ekld, "consistency": cons}
     figs = {
         "plots/ekld_vs_class_size.png": plots.per_class_vs_size(
             counts, ekld, "eKLD (nats, lower = more invariant)", f"Invariance vs class size, epoch {epoch}"),
         "plots/class_acc_vs_class_size.png": plots.per_class_vs_size(
             counts, acc, "validation accuracy", f"Per-class accuracy vs class size, epoch {epoch}"),
     }
+    if "inv/ekld_gen_mean" in inv:
+        columns["ekld_gen"] = [inv.get(f"inv/ekld_gen/{class_key(c)}", float("nan")) for c in range(C)]
+        columns["consistency_gen"] = [inv.get(f"inv/consistency_gen/{class_key(c)}", float("nan"))
+                                      for c in range(C)]
+        figs["plots/ekld_gen_vs_class_size.png"] = plots.per_class_vs_size(
+            counts, columns["ekld_gen"], "eKLD under the generator (nats)",
+            f"Invariance to generated nuisances vs class size, epoch {epoch}")
     for path, fig in figs.items():
         run.log_figure(fig, path)
         plots.close(fig)
-    table = plots.per_class_csv(counts, data.class_names, {"val_acc": acc, "ekld": ekld, "consistency": cons})
+    table = plots.per_class_csv(counts, data.class_names, columns)
     run.log_text(table, "per_class.csv")
 
 
 def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = None,
-                     invariance_epochs: Iterable[int] = ()) -> None:
-    """Train one classifier trial; `invariance_epochs` adds measurement epochs (the ASHA rungs)."""
+                     invariance_epochs: Iterable[int] = (), generator: dict[str, Any] | None = None) -> None:
+    """Train one classifier trial; `invariance_epochs` adds measurement epochs (the ASHA rungs).
+
+    `generator` is the generator stage's payload (weights + architecture, sent once through the object
+    store): it drives GIT when git.prob > 0 and the generator eKLD (inv/ekld_gen/*) in every trial."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
     cfg = resolve_trial_config(config)
-    tr, ev, opt = cfg["train"], cfg["eval"], cfg["optim"]
+    tr, ev, opt, gc = cfg["train"], cfg["eval"], cfg["optim"], cfg["git"]
+    if gc["prob"] > 0 and generator is None:
+        raise UserError("git.prob > 0 needs a generator: add a `generator:` block to the space file")
     if tr["threads"]:
         torch.set_num_threads(tr["threads"])
     device = pick_device()
@@ -176,12 +200,18 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
     loss_fn = build_loss(tr["loss"], counts, focal_gamma=tr["focal_gamma"], ldam_max_m=tr["ldam_max_m"],
                          ldam_s=tr["ldam_s"], la_tau=tr["la_tau"]).to(device)
     gens = {name: torch.Generator(device=device).manual_seed(tr["seed"] * 1000 + i)
-            for i, name in enumerate(("sample", "augment", "invariance"))}
+            for i, name in enumerate(RNG_STREAMS)}
     loader = DeviceLoader(data.train, tr["batch_size"], device, gens["sample"])
     val = Batches(data.val.images.to(device), data.val.labels.to(device))
     preprocess = _preprocess(data, device)
     inv_transform = _invariance_transform(data, gens["invariance"])
     inv_set = _invariance_subset(data, ev["inv_images_per_class"], device)
+    gen_model = git = None
+    if generator is not None:
+        gen_model = load_generator(generator, device, data.image_shape)
+        if gc["prob"] > 0:
+            git = GitAugmenter(gen_model, gc["prob"], gc["start_epoch"], counts, gc["class_threshold"],
+                               gc["sampler"], loader.images, loader.labels, loader.epoch_indices, gens["git"])
 
     start_epoch = 0
     checkpoint = tune.get_checkpoint()
@@ -194,7 +224,11 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
         params = dict(flatten(cfg))
         params.update({"data/train_images": sum(counts), "data/num_classes": C,
                        "model/parameters": count_parameters(model)})
-        run = TrialRun.open(tracking, ctx.get_trial_id(), ctx.get_trial_name(), params)
+        if generator is not None:
+            params["generator/key"] = generator.get("key", "")
+            params["generator/source"] = generator.get("source", "")
+        run = TrialRun.open(tracking, ctx.get_trial_id(), ctx.get_trial_name(), params,
+                            tags={"stage": "classifier"})
         if run.resumed and start_epoch > 0:
             run.log_metrics({"trial/resumed_at_epoch": start_epoch}, step=start_epoch)
         if not run.resumed:
@@ -208,8 +242,12 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
         loss_fn.set_weight(None if weights is None else weights.to(device))
         lr = optimizer.param_groups[0]["lr"]
         metrics: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
+        if git is not None:
+            git.begin_epoch(epoch, sampler)
         metrics.update(train_epoch(model, loader, sampler, loss_fn, optimizer, preprocess, crop_pad, flip,
-                                   gens["augment"]))
+                                   gens["augment"], git))
+        if git is not None:
+            metrics.update(git.metrics())
         scheduler.step()
         if not math.isfinite(metrics["train/loss"]):
             if run is not None:
@@ -221,6 +259,12 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
         if ev["inv_interval"] and (done % ev["inv_interval"] == 0 or done == epochs or done in extra):
             inv = measure_invariance(model, inv_set.images, inv_set.labels, inv_transform, preprocess,
                                      ev["inv_transforms"], C, counts, batch_size=ev["batch_size"], prefix="inv")
+            if gen_model is not None:
+                inv_gen = measure_invariance(model, inv_set.images, inv_set.labels,
+                                             generator_transform(gen_model, gens["invariance_gen"]), preprocess,
+                                             ev["inv_transforms"], C, counts, batch_size=ev["batch_size"],
+                                             prefix="inv")
+                inv.update(_as_generator_keys(inv_gen))
             metrics.update(inv)
         if done == epochs:
             test = Batches(data.test.images.to(device), data.test.labels.to(device))
@@ -235,6 +279,18 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
     if run is not None:
         run.finish("FINISHED")
+
+
+def _as_generator_keys(inv: dict[str, float]) -> dict[str, float]:
+    """inv/ekld/c007 → inv/ekld_gen/c007, inv/ekld_few → inv/ekld_gen_few, likewise for consistency."""
+    out = {}
+    for k, v in inv.items():
+        for name in ("ekld", "consistency"):
+            if k.startswith(f"inv/{name}"):
+                k = f"inv/{name}_gen" + k[len(f"inv/{name}"):]
+                break
+        out[k] = v
+    return out
 
 
 def _invariance_subset(data: LongTailData, per_class: int, device: torch.device) -> Batches:

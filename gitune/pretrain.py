@@ -1,0 +1,267 @@
+"""The generator stage of a sweep: find or pretrain the MUNIT generator that GIT trials use.
+
+Order of preference: `generator.checkpoint` (a file, a folder holding generator.pt, or an MLflow
+`runs:/<run_id>` URI); else the cache `<storage>/generators/<key>/generator.pt`, where key hashes the
+data config and the generator block, so running the same sweep again reuses the generator; else
+pretraining as Tune trial(s) of `trainables.generator`, whose best checkpoint (by `generator.metric`)
+fills the cache. The result is a payload (architecture + CPU weights) that the sweep hands to every
+classifier trial through the Ray object store.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import pickle
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gitune.errors import UserError
+
+GENERATOR_FILE = "generator.pt"
+FORMAT = "gitune.generator/1"
+CACHE_DIR = "generators"
+# Keys that change only how a run is watched, not the weights it produces: left out of the cache key.
+_NOT_IN_KEY = ("report_every", "grid_every", "threads")
+
+
+class StageFailed(Exception):
+    """Every generator trial errored: the sweep cannot go on (exit 1, not a user error)."""
+
+
+def export_generator(path: str, state_dict: dict[str, torch.Tensor], arch: dict[str, Any], in_channels: int,
+                     image_size: int, meta: dict[str, Any] | None = None) -> None:
+    """The portable generator file: weights plus what is needed to rebuild the network."""
+    torch.save({"format": FORMAT, "arch": dict(arch), "in_channels": int(in_channels),
+                "image_size": int(image_size), "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+                "meta": json.dumps(meta or {}, sort_keys=True, default=str)}, path)
+
+
+def read_generator_file(path: str | Path, where: str) -> dict[str, Any]:
+    """Load and check a generator file; any problem is a one-line UserError naming `where` and the path."""
+    from gitune.models.munit import MunitGenerator
+    from gitune.training.git import GENERATOR_ARCH_KEYS
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / GENERATOR_FILE
+    if not p.is_file():
+        raise UserError(f"{where}: {p}: no such file (expected a {GENERATOR_FILE} written by gitune's generator "
+                        f"stage, a folder holding one, or runs:/<run_id>)")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"{where}: {p}: not a readable generator checkpoint ({first})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise UserError(f"{where}: {p}: not a gitune generator file (expected format {FORMAT}; a Tune "
+                        f"checkpoint's state.pt is not one, use the generator.pt next to it)")
+    arch = obj.get("arch")
+    if not isinstance(arch, dict) or any(k not in arch for k in GENERATOR_ARCH_KEYS):
+        raise UserError(f"{where}: {p}: the file lacks the generator architecture ({', '.join(GENERATOR_ARCH_KEYS)})")
+    try:
+        net = MunitGenerator(obj["in_channels"], **{k: arch[k] for k in GENERATOR_ARCH_KEYS})
+        net.load_state_dict(obj["state_dict"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"{where}: {p}: the weights do not match the architecture the file declares ({first})") from None
+    return {"arch": {k: arch[k] for k in GENERATOR_ARCH_KEYS}, "in_channels": obj["in_channels"],
+            "image_size": obj["image_size"], "state_dict": obj["state_dict"], "source": str(p),
+            "meta": json.loads(obj.get("meta") or "{}")}
+
+
+def resolve_reference(ref: str, tracking_uri: str, where: str) -> str:
+    """A local path for `generator.checkpoint`: MLflow URIs (runs:/…, models:/…) are downloaded."""
+    if ref.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
+        import mlflow
+
+        uri = ref
+        if ref.startswith("runs:/") and len(ref.rstrip("/").split("/")) <= 2:
+            uri = ref.rstrip("/") + f"/generator/{GENERATOR_FILE}"  # where the generator trainable logs it
+        try:
+            return mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking_uri)
+        except Exception as e:  # noqa: BLE001 - MLflow raises several types for a missing run or file
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise UserError(f"{where}: {ref}: could not download it from MLflow ({first})") from None
+    return str(Path(ref).expanduser().resolve())
+
+
+def check_payload(payload: dict[str, Any], image_shape: tuple[int, ...], where: str) -> None:
+    channels, size = int(image_shape[0]), int(image_shape[-1])
+    if payload["in_channels"] != channels or payload["image_size"] != size:
+        raise UserError(f"{where}: {payload['source']}: the generator was trained on {payload['in_channels']}-channel "
+                        f"{payload['image_size']} px images, but config.data gives {channels}-channel {size} px images")
+
+
+def generator_key(data_cfg: dict[str, Any], block: dict[str, Any]) -> str:
+    """Hash of everything that determines the pretrained weights: data config and generator block."""
+    gen_cfg = {k: v for k, v in block["config"].items() if k not in _NOT_IN_KEY}
+    spec = {"data": data_cfg, "generator": gen_cfg, "space": block["space"], "num_samples": block["num_samples"],
+            "search": block["search"], "metric": block["metric"], "mode": block["mode"]}
+    text = json.dumps(spec, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_path(root: str, key: str) -> str:
+    return f"{root.rstrip('/')}/{CACHE_DIR}/{key}/{GENERATOR_FILE}"
+
+
+def _fs(uri: str):
+    from pyarrow import fs
+
+    if "://" in uri:
+        return fs.FileSystem.from_uri(uri)
+    return fs.LocalFileSystem(), str(Path(uri).resolve())
+
+
+def cached_file(root: str, key: str) -> str | None:
+    """A local copy of the cached generator for `key`, or None when there is none."""
+    from pyarrow import fs as pafs
+
+    uri = cache_path(root, key)
+    fs, path = _fs(uri)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    if isinstance(fs, pafs.LocalFileSystem):
+        return path
+    local = Path(tempfile.mkdtemp(prefix="gitune-gen-")) / GENERATOR_FILE
+    with fs.open_input_stream(path) as src, open(local, "wb") as dst:
+        dst.write(src.read())
+    return str(local)
+
+
+def store_in_cache(local_file: str, root: str, key: str, info: dict[str, Any]) -> str:
+    """Copy the chosen generator into the cache: written to a temporary name, then moved, so a crash
+    never leaves a half-written file that a later run would take for a finished generator."""
+    uri = cache_path(root, key)
+    fs, path = _fs(uri)
+    folder = path.rsplit("/", 1)[0]
+    fs.create_dir(folder, recursive=True)
+    tmp = f"{folder}/.{GENERATOR_FILE}.partial"
+    with open(local_file, "rb") as src, fs.open_output_stream(tmp) as dst:
+        dst.write(src.read())
+    with fs.open_output_stream(f"{folder}/info.json") as dst:
+        dst.write(json.dumps(info, indent=2, sort_keys=True, default=str).encode())
+    fs.move(tmp, path)
+    return uri
+
+
+def stage_spec(spec):
+    """The generator stage as a SweepSpec of its own: FIFO (every generator runs to the end), the
+    block's search, resources and small space, config = {data, generator}."""
+    from gitune.spaces import SweepSpec
+
+    block = spec.generator
+    return SweepSpec(name=f"{spec.name}-generator", trainable="generator", metric=block["metric"],
+                     mode=block["mode"], num_samples=block["num_samples"],
+                     scheduler={"type": "fifo", "max_t": None, "grace_period": 1, "reduction_factor": 2},
+                     search=dict(block["search"]), resources=dict(block["resources"]),
+                     checkpoint={"num_to_keep": 1}, failure=dict(spec.failure),
+                     config={"data": copy.deepcopy(spec.config["data"]), "generator": copy.deepcopy(block["config"])},
+                     space=copy.deepcopy(block["space"]), source=spec.source)
+
+
+def pretrain(spec, run_dir: str, ctx, resume: bool, interrupted) -> tuple[str, str | None]:
+    """Run the generator trials under Tune; returns (local generator.pt of the best trial, its MLflow run id)."""
+    from ray import tune
+
+    from gitune.spaces import param_space, search_algorithm
+    from gitune.tracking import find_trial_run, trial_status_callback
+    from gitune.trainables.generator import train_generator
+
+    gspec = stage_spec(spec)
+    trainable = tune.with_resources(tune.with_parameters(train_generator, tracking=ctx),
+                                    {"cpu": gspec.resources["cpu"], "gpu": gspec.resources["gpu"]})
+    stage_dir = f"{run_dir}/generator"
+    reporter = tune.CLIReporter(
+        metric_columns={"iteration": "iter", "loss/recon_x": "recon_x", "loss/gen_adv": "gen_adv",
+                        "loss/dis": "dis", "perf/img_per_s": "img/s"},
+        parameter_columns=[k.replace(".", "/") for k in gspec.space], max_report_frequency=15)
+    if resume and "://" not in run_dir and (Path(stage_dir) / "tuner.pkl").exists():
+        tuner = tune.Tuner.restore(stage_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=param_space(gspec))
+    else:
+        run_config = tune.RunConfig(
+            name="generator", storage_path=run_dir,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=gspec.failure["max_failures"]),
+            callbacks=[trial_status_callback(ctx, "fifo")], progress_reporter=reporter, verbose=1)
+        tuner = tune.Tuner(trainable, param_space=param_space(gspec), run_config=run_config,
+                           tune_config=tune.TuneConfig(metric=gspec.metric, mode=gspec.mode,
+                                                       num_samples=gspec.num_samples,
+                                                       search_alg=search_algorithm(gspec)))
+    results = tuner.fit()
+    if interrupted(results):
+        raise KeyboardInterrupt
+    ok = [r for r in results if r.error is None and r.checkpoint is not None
+          and isinstance((r.metrics or {}).get(gspec.metric), float)]
+    if not ok:
+        errors = [str(r.error).strip().splitlines()[-1] for r in results if r.error is not None]
+        raise StageFailed(f"generator stage: no trial finished ({len(errors)} errored"
+                          + (f"; last error: {errors[-1]}" if errors else "") + ")")
+    sign = 1 if gspec.mode == "max" else -1
+    best = max(ok, key=lambda r: sign * r.metrics[gspec.metric])
+    local = Path(tempfile.mkdtemp(prefix="gitune-gen-")) / GENERATOR_FILE
+    with best.checkpoint.as_directory() as d:
+        src = Path(d) / GENERATOR_FILE
+        if not src.is_file():
+            raise StageFailed(f"generator stage: the best trial's last checkpoint has no {GENERATOR_FILE}")
+        local.write_bytes(src.read_bytes())
+    found = find_trial_run(ctx, best.metrics.get("trial_id", "")) if ctx is not None else None
+    return str(local), (found.info.run_id if found is not None else None)
+
+
+def prepare_generator(spec, root: str, run_dir: str, ctx, resume: bool, image_shape, interrupted,
+                      given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The payload for classifier trials: the given checkpoint, the cached generator, or a new one."""
+    from gitune import tracking
+
+    where = f"{spec.source}: generator"
+    key = generator_key(spec.config["data"], spec.generator)
+    if given is not None:
+        payload, how = given, "given"
+    else:
+        local = cached_file(root, key)
+        if local is not None:
+            payload, how = read_generator_file(local, f"{where} cache"), "cached"
+            print(f"gitune: generator: reusing {cache_path(root, key)} (key {key})")
+        else:
+            print(f"gitune: generator: no cached generator for key {key}; pretraining it first")
+            local, run_id = pretrain(spec, run_dir, ctx, resume, interrupted)
+            info = {"key": key, "data": spec.config["data"], "generator": spec.generator, "mlflow_run_id": run_id,
+                    "sweep": spec.name, "run_dir": run_dir}
+            uri = store_in_cache(local, root, key, info)
+            payload, how = read_generator_file(local, where), "trained"
+            payload["source"] = uri
+            payload["meta"]["mlflow_run_id"] = run_id
+            print(f"gitune: generator: trained; stored as {uri}")
+    check_payload(payload, image_shape, where)
+    payload["key"] = key if how != "given" else f"given:{payload['source']}"
+    if ctx is not None:
+        client_tags = {"gitune.generator": how, "gitune.generator_key": payload["key"],
+                       "gitune.generator_source": payload["source"]}
+        run_id = payload.get("meta", {}).get("mlflow_run_id")
+        if run_id:
+            client_tags["gitune.generator_run_id"] = run_id
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=ctx.uri)
+        for k, v in client_tags.items():
+            tracking.retry(lambda k=k, v=v: client.set_tag(ctx.parent_run_id, k, str(v)))
+    sys.stdout.flush()
+    return payload
+
+
+def load_given(spec, tracking_uri: str) -> dict[str, Any] | None:
+    """Read `generator.checkpoint` before anything starts, so a bad file costs one line and exit 2."""
+    ref = spec.generator["checkpoint"] if spec.generator else None
+    if not ref:
+        return None
+    where = f"{spec.source}: generator.checkpoint"
+    return read_generator_file(resolve_reference(ref, tracking_uri, where), where)

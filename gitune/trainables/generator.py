@@ -1,0 +1,155 @@
+"""Generator pretraining (MUNIT within one domain, SCIENCE §4) as a Ray Tune function trainable.
+
+Class-agnostic: labels are used only to sample classes evenly (weight 1/n_c per image), never by the
+networks. Every `report_every` iterations it reports mean losses with a checkpoint that holds both
+networks, both optimizers and schedules and the RNG, so a restored trial continues where it stopped.
+Its MLflow child run (tag stage=generator) gets sample grids as PNGs and, at the end, the generator
+weights in the file format `generator.checkpoint` reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from typing import Any
+
+import torch
+from ray import tune
+
+from gitune.config import flatten
+from gitune.data.dataset import build_dataset
+from gitune.errors import UserError
+from gitune.models import count_parameters
+from gitune.models.munit import MUNIT_DEFAULTS, build_munit, munit_check
+from gitune.pretrain import GENERATOR_FILE, export_generator
+from gitune.tracking import TrackingContext, TrialRun
+from gitune.trainables.classifier import pick_device
+from gitune.training.munit import build_munit_optimizers, munit_step, sample_grid
+
+STATE_FILE = "state.pt"
+LOSS_KEYS = ("loss/dis", "loss/gen_total", "loss/gen_adv", "loss/recon_x", "loss/recon_s", "loss/recon_c")
+GRID_ROWS, GRID_STYLES = 8, 6
+
+
+def arch_of(gc: dict[str, Any]) -> dict[str, Any]:
+    return {k: gc[k] for k in MUNIT_DEFAULTS}
+
+
+def grid_images(labels: torch.Tensor, counts: list[int], rows: int = GRID_ROWS) -> torch.Tensor:
+    """Indices of one training image from each of `rows` classes spread from head to tail, so the grid
+    shows whether the generated nuisances hold up on small classes too."""
+    order = sorted(range(len(counts)), key=lambda c: -counts[c])
+    picks = [order[round(i * (len(order) - 1) / max(1, rows - 1))] for i in range(min(rows, len(order)))]
+    return torch.stack([torch.nonzero(labels == c).flatten()[0] for c in dict.fromkeys(picks)])
+
+
+def _grid_png(gen, images: torch.Tensor, seed: int):
+    """The sample grid as an H×W(×C) uint8 array; the same styles every time (fixed seed), so grids
+    from successive iterations are comparable."""
+    rng = torch.Generator(device=images.device).manual_seed(seed)
+    grid = sample_grid(gen, images, GRID_STYLES, rng)
+    arr = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return arr[..., 0] if arr.shape[-1] == 1 else arr
+
+
+def train_generator(config: dict[str, Any], tracking: TrackingContext | None = None) -> None:
+    """Pretrain one MUNIT generator on config["data"] with config["generator"] (GENERATOR_DEFAULTS keys)."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    gc = config["generator"]
+    if gc["threads"]:
+        torch.set_num_threads(gc["threads"])
+    device = pick_device()
+    data = build_dataset(config["data"])
+    channels, size = data.image_shape[0], data.image_shape[-1]
+    error = munit_check(arch_of(gc), size)
+    if error:
+        raise UserError(error)
+    torch.manual_seed(gc["seed"])
+    gen, dis = build_munit(arch_of(gc), channels, size)
+    gen, dis = gen.to(device), dis.to(device)
+    opt_g, opt_d, sched_g, sched_d = build_munit_optimizers(
+        gen, dis, gc["lr"], (gc["beta1"], gc["beta2"]), gc["weight_decay"], gc["lr_step"], gc["lr_gamma"])
+    weights = {"gan": gc["w_gan"], "recon_x": gc["w_recon_x"], "recon_s": gc["w_recon_s"],
+               "recon_c": gc["w_recon_c"]}
+    rng = torch.Generator(device=device).manual_seed(gc["seed"] * 1000 + 17)
+    images = data.train.images.to(device)
+    labels = data.train.labels.to(device)
+    counts = torch.bincount(labels, minlength=data.num_classes).clamp_min(1)
+    sample_weights = (1.0 / counts.double())[labels].float()  # class-balanced: every class equally often
+    grid_set = images[grid_images(data.train.labels, data.class_counts).to(device)].float() / 127.5 - 1.0
+
+    start = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
+        for module, key in ((gen, "gen"), (dis, "dis"), (opt_g, "opt_g"), (opt_d, "opt_d"),
+                            (sched_g, "sched_g"), (sched_d, "sched_d")):
+            module.load_state_dict(state[key])
+        rng.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["iteration"])
+
+    run = None
+    if tracking is not None:
+        ctx = tune.get_context()
+        params = {f"generator.{k}": v for k, v in gc.items()}
+        params.update({f"data.{k}": v for k, v in flatten(config["data"]).items()})
+        params.update({"generator/parameters": count_parameters(gen), "discriminator/parameters": count_parameters(dis),
+                       "data/train_images": len(labels), "data/num_classes": data.num_classes})
+        run = TrialRun.open(tracking, ctx.get_trial_id(), ctx.get_trial_name(), params,
+                            tags={"stage": "generator"})
+        if run.resumed and start > 0:
+            run.log_metrics({"trial/resumed_at_iteration": start}, step=start)
+
+    total, every = gc["iterations"], gc["report_every"]
+    sums = {k: torch.zeros((), device=device) for k in LOSS_KEYS}
+    n_sum, t0 = 0, time.perf_counter()
+    for it in range(start, total):
+        idx = torch.multinomial(sample_weights, gc["batch_size"], replacement=True, generator=rng)
+        x = images[idx].float() / 127.5 - 1.0
+        losses = munit_step(gen, dis, opt_g, opt_d, x, rng, weights)
+        sched_g.step()
+        sched_d.step()
+        for k in LOSS_KEYS:
+            sums[k] += losses[k]
+        n_sum += 1
+        done = it + 1
+        if done % every and done != total:
+            continue
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elapsed = time.perf_counter() - t0
+        metrics: dict[str, Any] = {"iteration": done, "lr": opt_g.param_groups[0]["lr"],
+                                   "perf/img_per_s": n_sum * gc["batch_size"] / max(elapsed, 1e-9)}
+        metrics.update({k: float(v) / n_sum for k, v in sums.items()})
+        bad = [k for k in LOSS_KEYS if not math.isfinite(metrics[k])]
+        if bad:
+            reason = f"{bad[0]} became {metrics[bad[0]]} at iteration {done}"
+            if run is not None:
+                run.set_tags({"gitune.error": reason})
+            raise FloatingPointError(reason)
+        if run is not None:
+            run.log_metrics(metrics, step=done)
+            grid_every = gc["grid_every"]
+            if done == total or (grid_every and done // grid_every > (done - n_sum) // grid_every):
+                run.log_image(_grid_png(gen, grid_set, gc["seed"]), f"samples/iter_{done:07d}.png")
+        with tempfile.TemporaryDirectory() as d:
+            state = {"gen": gen.state_dict(), "dis": dis.state_dict(), "opt_g": opt_g.state_dict(),
+                     "opt_d": opt_d.state_dict(), "sched_g": sched_g.state_dict(),
+                     "sched_d": sched_d.state_dict(), "iteration": done, "rng": rng.get_state(),
+                     "torch_rng": torch.get_rng_state()}
+            torch.save(state, os.path.join(d, STATE_FILE))
+            if done == total:  # the finished generator, in the file format the sweep and users load
+                export_generator(os.path.join(d, GENERATOR_FILE), gen.state_dict(), arch_of(gc), channels,
+                                 size, {"iterations": done, "data": config["data"]})
+                if run is not None:
+                    run.log_artifact(os.path.join(d, GENERATOR_FILE), "generator")
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        sums = {k: torch.zeros((), device=device) for k in LOSS_KEYS}
+        n_sum, t0 = 0, time.perf_counter()
+    if run is not None:
+        run.finish("FINISHED")

@@ -1,0 +1,148 @@
+"""Generative Invariance Transfer (SCIENCE §5): replace part of each batch with generator outputs.
+
+For a batch of B real images, k = round(git.prob · B) positions are candidates. Each candidate takes a
+source image drawn by a second pass of the epoch's sampler ("same") or class-balanced ("balanced"),
+is kept with its class's probability p_c when `git.class_threshold` is set, and only the kept ones are
+encoded and decoded with a fresh style s ~ N(0, I). The generator is frozen, in eval mode, under
+no_grad, and all its randomness comes from its own RNG stream, so `git.prob = 0` (or an epoch before
+`git.start_epoch`) draws nothing and reproduces the baseline bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gitune.errors import UserError
+
+GIT_SAMPLERS = ("same", "balanced")
+
+
+def keep_probabilities(class_counts: Sequence[int], threshold: int | None) -> Tensor | None:
+    """p_c = max((thr − n_c) / (thr − n_min), 0): the smallest class always gets generated images,
+    classes at or above the threshold none. None when no threshold is set (every class kept)."""
+    if threshold is None:
+        return None
+    counts = torch.as_tensor(list(class_counts), dtype=torch.float32)
+    n_min = float(counts.min())
+    if threshold <= n_min:
+        raise UserError(f"git.class_threshold: {threshold} is not above the smallest class size ({int(n_min)}), "
+                        f"so no class would get generated images; use a larger value or null")
+    return ((threshold - counts) / (threshold - n_min)).clamp_min(0.0)
+
+
+def to_generator_range(x01: Tensor) -> Tensor:
+    return x01 * 2.0 - 1.0
+
+
+def from_generator_range(x: Tensor) -> Tensor:
+    return ((x + 1.0) * 0.5).clamp_(0.0, 1.0)
+
+
+def freeze(generator: torch.nn.Module) -> torch.nn.Module:
+    """Eval mode, no gradients: the generator is a fixed augmentation, never trained by the classifier."""
+    generator.eval()
+    for p in generator.parameters():
+        p.requires_grad_(False)
+    return generator
+
+
+@torch.no_grad()
+def generate(generator, images01: Tensor, rng: torch.Generator) -> Tensor:
+    """x' = G(x, s), s ~ N(0, I) per image, in [0, 1] pixel space."""
+    style = generator.random_style(images01.shape[0], images01.device, generator=rng)
+    return from_generator_range(generator(to_generator_range(images01), style))
+
+
+def generator_transform(generator, rng: torch.Generator) -> Callable[[Tensor], Tensor]:
+    """T for eKLD under the generator: a fresh style for every row (SCIENCE §3)."""
+    return lambda x01: generate(generator, x01, rng)
+
+
+class GitAugmenter:
+    """Per-epoch GIT: `begin_epoch` draws the source order, `apply` mixes generated images into a batch.
+
+    `images`/`labels` are the training split on the device (uint8 / int64); `draw_indices(sampler, rng)`
+    returns one epoch of source indices for a sampler ("uniform" or "balanced").
+    """
+
+    def __init__(self, generator, prob: float, start_epoch: int, class_counts: Sequence[int],
+                 class_threshold: int | None, sampler: str, images: Tensor, labels: Tensor,
+                 draw_indices: Callable[[str, torch.Generator], Tensor], rng: torch.Generator):
+        if sampler not in GIT_SAMPLERS:
+            raise UserError(f"git.sampler: expected one of {', '.join(GIT_SAMPLERS)}, got {sampler!r}")
+        self.generator = freeze(generator)
+        self.prob, self.start_epoch, self.sampler = float(prob), int(start_epoch), sampler
+        self.images, self.labels = images, labels
+        keep = keep_probabilities(class_counts, class_threshold)
+        self.keep = None if keep is None else keep.to(images.device)
+        self.draw_indices, self.rng = draw_indices, rng
+        self._source: Tensor | None = None
+        self._cursor = 0
+        self.generated = 0  # images generated since the last `begin_epoch`
+        self.candidates = 0
+
+    def active(self, epoch: int) -> bool:
+        return self.prob > 0.0 and epoch >= self.start_epoch
+
+    def begin_epoch(self, epoch: int, batch_sampler: str) -> None:
+        """Draw this epoch's source order with the batch's sampler ("same") or class-balanced."""
+        self.generated = self.candidates = 0
+        self._cursor = 0
+        self._source = None
+        if self.active(epoch):
+            sampler = batch_sampler if self.sampler == "same" else "balanced"
+            self._source = self.draw_indices(sampler, self.rng)
+
+    def count(self, batch_size: int) -> int:
+        """Candidate positions in a batch of this size: round(prob · B), half up."""
+        return min(batch_size, int(self.prob * batch_size + 0.5))
+
+    def apply(self, x01: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Replace the kept candidates among the first k positions (the batch is already in random order)."""
+        if self._source is None:
+            return x01, y
+        k = self.count(len(y))
+        if k == 0:
+            return x01, y
+        # One pass of the sampler has as many indices as the epoch has images, and k ≤ B per batch,
+        # so the source order never runs out within an epoch.
+        src = self._source[self._cursor:self._cursor + k]
+        self._cursor += k
+        self.candidates += k
+        positions = torch.arange(k, device=y.device)
+        if self.keep is not None:
+            kept = torch.rand(k, generator=self.rng, device=y.device) < self.keep[self.labels[src]]
+            src, positions = src[kept], positions[kept]
+        if src.numel() == 0:
+            return x01, y
+        fake = generate(self.generator, self.images[src].float().div_(255.0), self.rng)
+        x01 = x01.clone()
+        y = y.clone()
+        x01[positions] = fake.to(x01.dtype)
+        y[positions] = self.labels[src]
+        self.generated += int(src.numel())
+        return x01, y
+
+    def metrics(self) -> dict[str, Any]:
+        return {"git/generated": self.generated, "git/candidates": self.candidates}
+
+
+GENERATOR_ARCH_KEYS = ("dim", "style_dim", "n_downsample", "n_res", "mlp_dim", "mlp_layers")
+
+
+def load_generator(payload: dict[str, Any], device: torch.device, image_shape: Sequence[int]):
+    """The frozen generator from a stage payload ({"arch", "in_channels", "image_size", "state_dict", ...}),
+    checked against the classifier's data so a generator of other images fails with a clear message."""
+    from gitune.models.munit import MunitGenerator
+
+    channels, size = int(image_shape[0]), int(image_shape[-1])
+    if payload["in_channels"] != channels or payload["image_size"] != size:
+        raise UserError(f"generator {payload.get('source', '')}: trained on {payload['in_channels']}-channel "
+                        f"{payload['image_size']} px images, but the data has {channels}-channel {size} px images")
+    gen = MunitGenerator(payload["in_channels"], **{k: payload["arch"][k] for k in GENERATOR_ARCH_KEYS})
+    gen.load_state_dict(payload["state_dict"])
+    return freeze(gen.to(device))

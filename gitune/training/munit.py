@@ -1,0 +1,146 @@
+"""MUNIT training within one domain (SCIENCE §4): losses, optimizers, one iteration, a sample grid.
+
+One iteration follows the reference trainer: a discriminator update on detached fakes, then a generator
+update, each with its own style draw. Losses: least-squares GAN, image reconstruction, style-code and
+content-code reconstruction (L1); cycle and perceptual losses are off, as in GIT.
+
+Content reconstruction: as the reference (`recon_criterion(c_recon, c)`), the target content code is NOT
+detached, so the term pulls the encoder's code of x and of the re-styled image towards each other.
+
+Losses come back as detached 0-dim tensors on the training device: no host sync per step; the caller
+reads them (e.g. `.item()`) only when it reports.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from gitune.models.munit import MunitDiscriminator, MunitGenerator
+
+MUNIT_LOSS_WEIGHTS = {"gan": 1.0, "recon_x": 10.0, "recon_s": 1.0, "recon_c": 1.0}
+
+
+def dis_loss(dis: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """LSGAN discriminator loss, summed over scales: mean(D(fake)^2) + mean((D(real) - 1)^2)."""
+    total = real.new_zeros(())
+    for out_fake, out_real in zip(dis(fake), dis(real)):
+        total = total + out_fake.pow(2).mean() + (out_real - 1).pow(2).mean()
+    return total
+
+
+def gen_adv_loss(dis: nn.Module, fake: torch.Tensor) -> torch.Tensor:
+    """LSGAN generator loss, summed over scales: mean((D(fake) - 1)^2)."""
+    total = fake.new_zeros(())
+    for out in dis(fake):
+        total = total + (out - 1).pow(2).mean()
+    return total
+
+
+def _weights(weights: dict | None) -> dict:
+    w = dict(MUNIT_LOSS_WEIGHTS)
+    for key, value in (weights or {}).items():
+        if key not in w:
+            raise ValueError(f"munit loss weight {key!r}: unknown (expected one of: {', '.join(w)})")
+        w[key] = float(value)
+    return w
+
+
+def gen_losses(gen: MunitGenerator, dis: nn.Module, x: torch.Tensor, style: torch.Tensor,
+               weights: dict | None = None) -> dict[str, torch.Tensor]:
+    """The generator's loss terms for batch x and random styles `style` (graph kept; 'total' is weighted)."""
+    w = _weights(weights)
+    content, s_own = gen.encode(x)
+    recon_x = (gen.decode(content, s_own) - x).abs().mean()
+    fake = gen.decode(content, style)
+    c_rec, s_rec = gen.encode(fake)
+    recon_s = (s_rec - style).abs().mean()
+    recon_c = (c_rec - content).abs().mean()  # target not detached, as the reference
+    adv = gen_adv_loss(dis, fake)
+    total = w["gan"] * adv + w["recon_x"] * recon_x + w["recon_s"] * recon_s + w["recon_c"] * recon_c
+    return {"total": total, "adv": adv, "recon_x": recon_x, "recon_s": recon_s, "recon_c": recon_c}
+
+
+@contextmanager
+def _frozen(module: nn.Module):
+    """Turn off gradients of `module`'s parameters for the block (so they get no .grad), then restore."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def dis_update(gen: MunitGenerator, dis: MunitDiscriminator, opt_d: torch.optim.Optimizer, x: torch.Tensor,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """One discriminator step on real x and fakes decoded (without graph) from x's content with new styles."""
+    with torch.no_grad():
+        fake = gen.decode(gen.encode_content(x), gen.random_style(x.shape[0], x.device, generator))
+    opt_d.zero_grad(set_to_none=True)
+    loss = dis_loss(dis, x, fake)
+    loss.backward()
+    opt_d.step()
+    return loss.detach()
+
+
+def gen_update(gen: MunitGenerator, dis: MunitDiscriminator, opt_g: torch.optim.Optimizer, x: torch.Tensor,
+               generator: torch.Generator | None = None,
+               weights: dict | None = None) -> dict[str, torch.Tensor]:
+    """One generator step; the discriminator is frozen meanwhile, so it neither changes nor collects grads."""
+    style = gen.random_style(x.shape[0], x.device, generator)
+    opt_g.zero_grad(set_to_none=True)
+    with _frozen(dis):
+        losses = gen_losses(gen, dis, x, style, weights)
+        losses["total"].backward()
+    opt_g.step()
+    return {k: v.detach() for k, v in losses.items()}
+
+
+def munit_step(gen: MunitGenerator, dis: MunitDiscriminator, opt_g: torch.optim.Optimizer,
+               opt_d: torch.optim.Optimizer, x: torch.Tensor, generator: torch.Generator | None = None,
+               weights: dict | None = None) -> dict[str, torch.Tensor]:
+    """One MUNIT iteration on x in [-1, 1]: dis_update, then gen_update. Schedulers are the caller's.
+
+    Returns detached 0-dim tensors, still on x's device: loss/dis, loss/gen_total, loss/gen_adv,
+    loss/recon_x, loss/recon_s, loss/recon_c."""
+    d = dis_update(gen, dis, opt_d, x, generator)
+    g = gen_update(gen, dis, opt_g, x, generator, weights)
+    return {"loss/dis": d, "loss/gen_total": g["total"], "loss/gen_adv": g["adv"], "loss/recon_x": g["recon_x"],
+            "loss/recon_s": g["recon_s"], "loss/recon_c": g["recon_c"]}
+
+
+def build_munit_optimizers(gen: nn.Module, dis: nn.Module, lr: float = 1e-4, betas: tuple[float, float] = (0.5, 0.999),
+                           weight_decay: float = 1e-4, step_size: int = 100_000, gamma: float = 0.5):
+    """(opt_g, opt_d, sched_g, sched_d): Adam as the reference; StepLR meant to be stepped once per iteration."""
+    opt_g = torch.optim.Adam([p for p in gen.parameters() if p.requires_grad], lr=lr, betas=betas,
+                             weight_decay=weight_decay)
+    opt_d = torch.optim.Adam([p for p in dis.parameters() if p.requires_grad], lr=lr, betas=betas,
+                             weight_decay=weight_decay)
+    sched_g = torch.optim.lr_scheduler.StepLR(opt_g, step_size=step_size, gamma=gamma)
+    sched_d = torch.optim.lr_scheduler.StepLR(opt_d, step_size=step_size, gamma=gamma)
+    return opt_g, opt_d, sched_g, sched_d
+
+
+def sample_grid(gen: MunitGenerator, images: torch.Tensor, n_styles: int,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Grid in [0, 1], shape (C, R*H, (1+n_styles)*W): row r is image r, then its content under n_styles styles.
+
+    Column j uses the same style for every row, so a column shows one nuisance applied to different images."""
+    was_training = gen.training
+    gen.eval()
+    try:
+        with torch.no_grad():
+            n, c, h, w = images.shape
+            content = gen.encode_content(images)
+            styles = gen.random_style(n_styles, images.device, generator)
+            cols = [images] + [gen.decode(content, styles[j:j + 1].expand(n, -1, -1, -1)) for j in range(n_styles)]
+            grid = torch.stack(cols, dim=1)  # R x (1+S) x C x H x W
+            grid = grid.permute(2, 0, 3, 1, 4).reshape(c, n * h, (1 + n_styles) * w)
+            return ((grid + 1) / 2).clamp(0, 1)
+    finally:
+        gen.train(was_training)
