@@ -81,6 +81,9 @@ def resolve_reference(ref: str, tracking_uri: str, where: str) -> str:
     if ref.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
         import mlflow
 
+        if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+            raise UserError(f"{where}: {ref}: no MLflow store at {tracking_uri} to find that run in "
+                            f"(pass --tracking-uri)")
         uri = ref
         if ref.startswith("runs:/") and len(ref.rstrip("/").split("/")) <= 2:
             uri = ref.rstrip("/") + f"/generator/{GENERATOR_FILE}"  # where the generator trainable logs it

@@ -18,7 +18,8 @@ from gitune.errors import UserError
 from gitune.spaces import SweepSpec, describe, load_spec
 
 SUMMARY_KEYS = ("val/bal_acc", "val/acc", "val/acc_many", "val/acc_medium", "val/acc_few", "inv/ekld_many",
-                "inv/ekld_few", "inv/ekld_size_spearman", "test/bal_acc", "test/acc_few", "epoch")
+                "inv/ekld_few", "inv/ekld_size_spearman", "inv/ekld_gen_few", "test/bal_acc", "test/acc_few",
+                "epoch")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -41,6 +41,17 @@ def _cases(tmp: Path):
     float_imgs = _npz(tmp / "float.npz", images=imgs.astype(np.float32), labels=np.arange(6) % 2)
     npz_cfg = "  data: {{name: npz, path: {p}}}\n"
 
+    gen_dir = tmp / "gens"
+    gen_dir.mkdir(exist_ok=True)
+    good_gen, truncated_gen, wrong_gen, rgb_gen = (gen_dir / f"{n}.pt" for n in ("good", "trunc", "wrong", "rgb"))
+    _generator_file(good_gen, 1)
+    truncated_gen.write_bytes(good_gen.read_bytes()[:1500])
+    _generator_file(wrong_gen, 1, declared_dim=8)
+    _generator_file(rgb_gen, 3)
+
+    def gen_block(body: str) -> str:
+        return GOOD + "generator:\n  " + body + "\n"
+
     def with_config(extra: str) -> str:
         return GOOD.replace("config:\n", "config:\n" + extra) if extra else GOOD
 
@@ -97,14 +108,45 @@ def _cases(tmp: Path):
         ("resume without a run", GOOD, ["--resume", "--storage", str(tmp / "rr")], ["--resume", "bad-input"]),
         ("unreachable server", GOOD, ["--tracking-uri", "http://127.0.0.1:9"], ["http://127.0.0.1:9",
                                                                                 "not reachable"]),
+        ("git without generator", GOOD + "  git.prob: {uniform: [0.0, 0.5]}\n", [], ["git.prob", "generator"]),
+        ("generator unknown key", gen_block("config: {dims: 8}"), [], ["generator.config.dims", "unknown key"]),
+        ("generator bad value", gen_block("config: {iterations: 0}"), [], ["generator.config.iterations"]),
+        ("generator bad metric", gen_block("metric: val/bal_acc"), [], ["generator.metric"]),
+        ("generator too deep", gen_block("config: {n_downsample: 4}"), [], ["generator.n_downsample"]),
+        ("generator tuned data", gen_block("config: {iterations: 2}") + "space:\n  data.instance: {choice: [0, 1]}\n",
+         [], ["space.data.instance", "generator"]),
+        ("git threshold too small", gen_block("config: {iterations: 2}").replace(
+            "train: {epochs: 3}", "train: {epochs: 3}\n  git: {class_threshold: 1}"), [], ["git.class_threshold"]),
+        ("generator checkpoint missing", gen_block(f"checkpoint: {gen_dir}/absent.pt"), [],
+         ["generator.checkpoint", "absent.pt", "no such file"]),
+        ("generator checkpoint truncated", gen_block(f"checkpoint: {truncated_gen}"), [],
+         ["generator.checkpoint", "trunc.pt", "not a readable"]),
+        ("generator checkpoint wrong architecture", gen_block(f"checkpoint: {wrong_gen}"), [],
+         ["wrong.pt", "do not match"]),
+        ("generator checkpoint other images", gen_block(f"checkpoint: {rgb_gen}"), [],
+         ["rgb.pt", "3-channel"]),
+        ("generator run URI without a store", gen_block("checkpoint: runs:/0123456789abcdef"), [],
+         ["runs:/0123456789abcdef", "MLflow"]),
     ]
 
 
+def _generator_file(path: Path, channels: int, declared_dim: int | None = None) -> None:
+    """A real generator file (tiny network) for the checkpoint cases."""
+    import torch
+
+    from gitune.models.munit import MunitGenerator
+    from gitune.pretrain import export_generator
+
+    arch = {"dim": 4, "style_dim": 2, "n_downsample": 1, "n_res": 1, "mlp_dim": 4, "mlp_layers": 2}
+    net = MunitGenerator(channels, **arch)
+    export_generator(str(path), net.state_dict(), {**arch, "dim": declared_dim or 4}, channels, 16)
+
+
 def test_case_list_matches_parametrization(tmp_path):
-    assert len(_cases(tmp_path)) == 34  # keep in step with range(34) below; ≥ 30 bad inputs
+    assert len(_cases(tmp_path)) == 46  # keep in step with range(46) below; ≥ 30 bad inputs
 
 
-@pytest.mark.parametrize("index", range(34))
+@pytest.mark.parametrize("index", range(46))
 def test_bad_input_one_line_exit_2_nothing_written(index, tmp_path, monkeypatch, capsys):
     cases = _cases(tmp_path)
     name, text, extra, needles = cases[index]

@@ -7,13 +7,7 @@ from gitune.errors import UserError
 from gitune.models import MODEL_NAMES, CosineLinear, count_parameters, create_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny forward passes: one thread avoids oversubscription on a shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("arch", MODEL_NAMES)

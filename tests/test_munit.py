@@ -11,13 +11,7 @@ TINY = {"dim": 8, "style_dim": 4, "n_downsample": 2, "n_res": 1, "mlp_dim": 16, 
         "disc_dim": 8, "disc_layers": 3, "disc_scales": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small networks: one thread avoids oversubscription on a shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(in_channels, size=28, **over):
