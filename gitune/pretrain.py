@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from gitune.errors import UserError
+from gitune.training.git import check_payload
 
 GENERATOR_FILE = "generator.pt"
 FORMAT = "gitune.generator/1"
@@ -93,13 +94,6 @@ def resolve_reference(ref: str, tracking_uri: str, where: str) -> str:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise UserError(f"{where}: {ref}: could not download it from MLflow ({first})") from None
     return str(Path(ref).expanduser().resolve())
-
-
-def check_payload(payload: dict[str, Any], image_shape: tuple[int, ...], where: str) -> None:
-    channels, size = int(image_shape[0]), int(image_shape[-1])
-    if payload["in_channels"] != channels or payload["image_size"] != size:
-        raise UserError(f"{where}: {payload['source']}: the generator was trained on {payload['in_channels']}-channel "
-                        f"{payload['image_size']} px images, but config.data gives {channels}-channel {size} px images")
 
 
 def generator_key(data_cfg: dict[str, Any], block: dict[str, Any]) -> str:

@@ -120,13 +120,14 @@ def run(args: argparse.Namespace) -> int:
     preflight_data(spec)
 
     from gitune import pretrain, tracking
+    from gitune.training.git import check_payload
 
     uri = tracking.resolve_uri(args.tracking_uri)
     tracking.check_reachable(uri)
     image_shape = preflight_git(spec)
     given = pretrain.load_given(spec, uri)
     if given is not None:
-        pretrain.check_payload(given, image_shape, f"{spec.source}: generator.checkpoint")
+        check_payload(given, image_shape, f"{spec.source}: generator.checkpoint")
     root = storage_root(args.storage)
     if args.resume:
         run_dir = latest_run_dir(root, spec.name)

@@ -20,6 +20,7 @@ import torch
 from ray import tune
 
 from gitune.config import flatten
+from gitune.data.augment import to_float
 from gitune.data.dataset import build_dataset
 from gitune.errors import UserError
 from gitune.models import count_parameters
@@ -27,6 +28,7 @@ from gitune.models.munit import MUNIT_DEFAULTS, build_munit, munit_check
 from gitune.pretrain import GENERATOR_FILE, export_generator
 from gitune.tracking import TrackingContext, TrialRun
 from gitune.trainables.classifier import pick_device
+from gitune.training.git import to_generator_range
 from gitune.training.munit import build_munit_optimizers, munit_step, sample_grid
 
 STATE_FILE = "state.pt"
@@ -79,7 +81,7 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
     labels = data.train.labels.to(device)
     counts = torch.bincount(labels, minlength=data.num_classes).clamp_min(1)
     sample_weights = (1.0 / counts.double())[labels].float()  # class-balanced: every class equally often
-    grid_set = images[grid_images(data.train.labels, data.class_counts).to(device)].float() / 127.5 - 1.0
+    grid_set = to_generator_range(to_float(images[grid_images(data.train.labels, data.class_counts).to(device)]))
 
     start = 0
     checkpoint = tune.get_checkpoint()
@@ -110,7 +112,7 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
     n_sum, t0 = 0, time.perf_counter()
     for it in range(start, total):
         idx = torch.multinomial(sample_weights, gc["batch_size"], replacement=True, generator=rng)
-        x = images[idx].float() / 127.5 - 1.0
+        x = to_generator_range(to_float(images[idx]))
         losses = munit_step(gen, dis, opt_g, opt_d, x, rng, weights)
         sched_g.step()
         sched_d.step()

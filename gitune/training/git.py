@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gitune.data.augment import to_float
 from gitune.errors import UserError
 
 GIT_SAMPLERS = ("same", "balanced")
@@ -119,7 +120,7 @@ class GitAugmenter:
             src, positions = src[kept], positions[kept]
         if src.numel() == 0:
             return x01, y
-        fake = generate(self.generator, self.images[src].float().div_(255.0), self.rng)
+        fake = generate(self.generator, to_float(self.images[src]), self.rng)
         x01 = x01.clone()
         y = y.clone()
         x01[positions] = fake.to(x01.dtype)
@@ -134,15 +135,21 @@ class GitAugmenter:
 GENERATOR_ARCH_KEYS = ("dim", "style_dim", "n_downsample", "n_res", "mlp_dim", "mlp_layers")
 
 
+def check_payload(payload: dict[str, Any], image_shape: Sequence[int], where: str = "generator") -> None:
+    """A generator only fits images of the shape it was trained on."""
+    channels, size = int(image_shape[0]), int(image_shape[-1])
+    if payload["in_channels"] != channels or payload["image_size"] != size:
+        raise UserError(f"{where}: {payload.get('source', '')}: the generator was trained on "
+                        f"{payload['in_channels']}-channel {payload['image_size']} px images, but the data has "
+                        f"{channels}-channel {size} px images")
+
+
 def load_generator(payload: dict[str, Any], device: torch.device, image_shape: Sequence[int]):
     """The frozen generator from a stage payload ({"arch", "in_channels", "image_size", "state_dict", ...}),
     checked against the classifier's data so a generator of other images fails with a clear message."""
     from gitune.models.munit import MunitGenerator
 
-    channels, size = int(image_shape[0]), int(image_shape[-1])
-    if payload["in_channels"] != channels or payload["image_size"] != size:
-        raise UserError(f"generator {payload.get('source', '')}: trained on {payload['in_channels']}-channel "
-                        f"{payload['image_size']} px images, but the data has {channels}-channel {size} px images")
+    check_payload(payload, image_shape)
     gen = MunitGenerator(payload["in_channels"], **{k: payload["arch"][k] for k in GENERATOR_ARCH_KEYS})
     gen.load_state_dict(payload["state_dict"])
     return freeze(gen.to(device))
