@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from gitune.errors import UserError
 
-GROUPS = ("data", "model", "optim", "train", "git", "eval")  # a classifier trial's config
+GROUPS = ("data", "model", "optim", "train", "aug", "git", "eval")  # a classifier trial's config
 GENERATOR_GROUPS = ("data", "generator")  # a generator trial's config
 
 DEFAULTS: dict[str, Any] = {
@@ -37,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "natural": None,
         "nuisance": {"rotation": 0.0, "background": 0, "stroke": False, "translate": 0},
+        "nuisance_rank": None,
+        "dataset": None,
+        "subset": None,
     },
     "model": {"arch": "resnet32"},
     "optim": {
@@ -64,6 +67,9 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "threads": None,
     },
+    "aug": {
+        "oracle_prob": 0.0,
+    },
     "git": {
         "prob": 0.0,
         "start_epoch": 0,
@@ -75,6 +81,8 @@ DEFAULTS: dict[str, Any] = {
         "inv_interval": 10,
         "inv_images_per_class": 40,
         "inv_transforms": 100,
+        "extra_invariance": True,
+        "latent_layer": "features",
     },
 }
 
@@ -108,7 +116,7 @@ GENERATOR_DEFAULTS: dict[str, Any] = {
     "threads": None,
 }
 
-DATASETS = ("glyphs", "cifar10", "cifar100", "npz", "imagefolder")
+DATASETS = ("glyphs", "cifar10", "cifar100", "npz", "imagefolder", "torchvision")
 
 
 @dataclass(frozen=True)
@@ -206,6 +214,9 @@ def _schema() -> dict[str, Check]:
         "data.nuisance.background": int_range(0, 255),
         "data.nuisance.stroke": boolean(),
         "data.nuisance.translate": int_range(0, 16),
+        "data.nuisance_rank": int_range(1, nullable=True),
+        "data.dataset": string(nullable=True),
+        "data.subset": string(nullable=True),
         "model.arch": one_of(*MODEL_NAMES),
         "optim.lr": float_range(0.0, 10.0, lo_open=True),
         "optim.momentum": float_range(0.0, 1.0),
@@ -228,6 +239,7 @@ def _schema() -> dict[str, Check]:
         "train.flip": boolean(nullable=True),
         "train.seed": int_range(0),
         "train.threads": int_range(1, 1024, nullable=True),
+        "aug.oracle_prob": float_range(0.0, 1.0),
         "git.prob": float_range(0.0, 1.0),
         "git.start_epoch": int_range(0),
         "git.class_threshold": int_range(1, nullable=True),
@@ -236,6 +248,8 @@ def _schema() -> dict[str, Check]:
         "eval.inv_interval": int_range(0),
         "eval.inv_images_per_class": int_range(1),
         "eval.inv_transforms": int_range(1),
+        "eval.extra_invariance": boolean(),
+        "eval.latent_layer": string(),
         "generator.dim": int_range(1, 1024),
         "generator.style_dim": int_range(1, 1024),
         "generator.n_downsample": int_range(0, 5),

@@ -207,6 +207,7 @@ def build_spec(raw: dict[str, Any], where: str) -> SweepSpec:
                      source=where, generator=generator, **subs)
     _check_space_sample(spec, where)
     _check_git(spec, where)
+    _check_oracle(spec, where)
     return spec
 
 
@@ -274,6 +275,20 @@ def _check_git(spec: SweepSpec, where: str) -> None:
     if tuned_data:
         raise UserError(f"{where}: space.{tuned_data[0]}: the generator is trained once on config.data, so data "
                         f"keys cannot be tuned in a sweep with a `generator:` block; run one sweep per data config")
+
+
+def _check_oracle(spec: SweepSpec, where: str) -> None:
+    """The oracle applies the dataset's true nuisance, so it needs one."""
+    def values(key: str) -> list[Any]:
+        return [C.get_dotted(spec.config, key)] if key not in spec.space else _values_or_bounds(spec.space[key])
+
+    oracle = values("aug.oracle_prob")
+    if not any(p > 0 for p in oracle):
+        return
+    tuned_nuisance = any(k.startswith("data.nuisance.") for k in spec.space)
+    if not tuned_nuisance and not any(v for v in spec.config["data"]["nuisance"].values()):
+        raise UserError(f"{where}: aug.oracle_prob: values > 0 apply the dataset's true nuisance, but "
+                        f"config.data.nuisance sets none (expected e.g. data.nuisance: {{rotation: 180}})")
 
 
 def _is_class_metric(metric: Any) -> bool:

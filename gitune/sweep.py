@@ -73,7 +73,7 @@ def preflight_data(spec: SweepSpec) -> None:
     from gitune.data.sources import check_source
 
     variants = [spec.config]
-    for key in ("data.name", "data.path", "data.root"):
+    for key in ("data.name", "data.path", "data.root", "data.dataset", "data.subset"):
         if key in spec.space:
             values = next(iter(spec.space[key].values()))
             for v in values:
@@ -83,6 +83,24 @@ def preflight_data(spec: SweepSpec) -> None:
                 variants.append(cfg)
     for cfg in variants:
         check_source(cfg["data"])
+        if cfg["data"].get("nuisance_rank") is not None and "data.nuisance_rank" not in spec.space:
+            from gitune.data.dataset import build_dataset
+
+            build_dataset(cfg["data"])  # the rank must name a class; the class count is known once built
+
+
+def preflight_layer(spec: SweepSpec) -> None:
+    """eval.latent_layer names a module of every architecture the sweep can sample (checked on a tiny
+    model: module names do not depend on the class or channel count)."""
+    from gitune.models import create_model
+    from gitune.trainables.classifier import check_layer
+
+    if not spec.config["eval"]["extra_invariance"] or "eval.latent_layer" in spec.space:
+        return
+    archs = next(iter(spec.space["model.arch"].values())) if "model.arch" in spec.space else \
+        [spec.config["model"]["arch"]]
+    for arch in archs:
+        check_layer(create_model(arch, 2, 1), spec.config["eval"]["latent_layer"])
 
 
 def latest_run_dir(root: str, name: str) -> str | None:
@@ -118,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--num-samples: expected an integer ≥ 1, got {args.num_samples}")
     absolutize_paths(spec.config)
     preflight_data(spec)
+    preflight_layer(spec)
 
     from gitune import pretrain, tracking
     from gitune.training.git import check_payload

@@ -127,6 +127,13 @@ def _cases(tmp: Path):
          ["rgb.pt", "3-channel"]),
         ("generator run URI without a store", gen_block("checkpoint: runs:/0123456789abcdef"), [],
          ["runs:/0123456789abcdef", "MLflow"]),
+        ("oracle without a nuisance", GOOD + "  aug.oracle_prob: {choice: [0.0, 0.5]}\n", [],
+         ["aug.oracle_prob", "data.nuisance"]),
+        ("nuisance rank beyond the classes", GOOD.replace("test_per_class: 5}", "test_per_class: 5, "
+                                                          "nuisance: {rotation: 90}, nuisance_rank: 4}"), [],
+         ["data.nuisance_rank", "1..3"]),
+        ("unknown latent layer", GOOD.replace("train: {epochs: 3}", "train: {epochs: 3}\n  eval: {latent_layer: "
+                                              "conv9}"), [], ["eval.latent_layer", "conv9"]),
     ]
 
 
@@ -143,10 +150,10 @@ def _generator_file(path: Path, channels: int, declared_dim: int | None = None) 
 
 
 def test_case_list_matches_parametrization(tmp_path):
-    assert len(_cases(tmp_path)) == 46  # keep in step with range(46) below; ≥ 30 bad inputs
+    assert len(_cases(tmp_path)) == 49  # keep in step with range(49) below; ≥ 30 bad inputs
 
 
-@pytest.mark.parametrize("index", range(46))
+@pytest.mark.parametrize("index", range(49))
 def test_bad_input_one_line_exit_2_nothing_written(index, tmp_path, monkeypatch, capsys):
     cases = _cases(tmp_path)
     name, text, extra, needles = cases[index]

@@ -44,6 +44,17 @@ class LongTailData:
     std: tuple[float, ...]
     natural: bool  # natural images: crop/flip augmentation, standard_augment as invariance T
     nuisance: dict = field(default_factory=dict)  # nuisance spec for invariance T (the one applied to the data)
+    # The untransformed originals of each split, image for image (the same objects when no nuisance):
+    # invariance is measured as x → T(x) on clean images, and the oracle augments clean training images.
+    clean_train: Split | None = None
+    clean_val: Split | None = None
+    clean_test: Split | None = None
+    transformed_classes: list[int] = field(default_factory=list)  # classes whose images got the nuisance
+
+    def __post_init__(self) -> None:
+        self.clean_train = self.train if self.clean_train is None else self.clean_train
+        self.clean_val = self.val if self.clean_val is None else self.clean_val
+        self.clean_test = self.test if self.clean_test is None else self.clean_test
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -54,21 +65,45 @@ def _rng(*key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in key]))
 
 
-def target_counts(cfg: dict, num_classes: int, n_max: int) -> list[int]:
-    """Profile counts per class index: rank order for exp/step/none, a seeded rank permutation for zipf.
+def ranked_classes(cfg: dict, num_classes: int) -> list[int]:
+    """Class index at each rank (position 0 = rank 1, the head): index order for exp/step/none, a seeded
+    permutation for zipf. zipf follows the K49-LT protocol: each `data.instance` assigns classes to ranks
+    at random, so that a class is sometimes head and sometimes tail."""
+    if cfg.get("profile") != "zipf":
+        return list(range(num_classes))
+    return [int(c) for c in _rng(cfg.get("instance", 0), _RANK_STREAM).permutation(num_classes)]
 
-    zipf follows the K49-LT protocol: each `data.instance` assigns classes to ranks at random, so that a
-    class is sometimes head and sometimes tail.
-    """
+
+def target_counts(cfg: dict, num_classes: int, n_max: int) -> list[int]:
+    """Profile counts per class index (the profile's rank counts placed by `ranked_classes`)."""
     by_rank = profile_counts(cfg.get("profile", "exp"), num_classes, n_max, float(cfg.get("ratio", 100.0)),
                              float(cfg.get("alpha", 2.0)), int(cfg.get("n_min", 5)))
-    if cfg.get("profile") != "zipf":
-        return by_rank
-    perm = _rng(cfg.get("instance", 0), _RANK_STREAM).permutation(num_classes)
     out = [0] * num_classes
-    for rank, cls in enumerate(perm):
-        out[int(cls)] = by_rank[rank]
+    for rank, cls in enumerate(ranked_classes(cfg, num_classes)):
+        out[cls] = by_rank[rank]
     return out
+
+
+def transformed_classes(cfg: dict, spec: dict, num_classes: int) -> list[int]:
+    """Classes whose images get the nuisance: all of them, or with `data.nuisance_rank` r only the class
+    of rank r (the "single transformed class" experiment: does invariance learned on one class reach
+    the others?)."""
+    if not spec:
+        return []
+    rank = cfg.get("nuisance_rank")
+    if rank is None:
+        return list(range(num_classes))
+    if not 1 <= int(rank) <= num_classes:
+        raise UserError(f"data.nuisance_rank: {rank!r}: expected a class rank within 1..{num_classes}")
+    return [ranked_classes(cfg, num_classes)[int(rank) - 1]]
+
+
+def _only_classes(transformed: Split, clean: Split, classes: list[int], num_classes: int) -> Split:
+    """The transformed images of `classes`, the clean ones elsewhere (the splits are image-aligned)."""
+    if len(classes) == num_classes:
+        return transformed
+    pick = torch.isin(clean.labels, torch.tensor(classes, dtype=torch.int64))
+    return Split(torch.where(pick[:, None, None, None], transformed.images, clean.images), clean.labels)
 
 
 def _channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -99,11 +134,14 @@ def _transform_once(x: Tensor, spec: dict, seed: int, tag: int) -> Tensor:
     return torch.cat(out)
 
 
-def _finish(train: Split, val: Split, test: Split, num_classes: int, names: list[str], natural: bool,
-            spec: dict) -> LongTailData:
+def _finish(splits: list[tuple[Split, Split]], num_classes: int, names: list[str], natural: bool,
+            spec: dict, classes: list[int]) -> LongTailData:
+    """splits: (transformed, clean) for train, val and test."""
+    (train, clean_train), (val, clean_val), (test, clean_test) = splits
     counts = torch.bincount(train.labels, minlength=num_classes).tolist()
     mean, std = _channel_stats(train.images)
-    return LongTailData(train, val, test, num_classes, counts, names, mean, std, natural, spec)
+    return LongTailData(train, val, test, num_classes, counts, names, mean, std, natural, spec,
+                        clean_train, clean_val, clean_test, classes)
 
 
 def _build_glyphs(cfg: dict, spec: dict) -> LongTailData:
@@ -113,12 +151,20 @@ def _build_glyphs(cfg: dict, spec: dict) -> LongTailData:
     seed = int(cfg.get("seed", 0))
     n_max = int(cfg.get("n_max") or 500)
     counts = target_counts(cfg, c, n_max)
+    classes = transformed_classes(cfg, spec, c)
     v, t = int(cfg["val_per_class"]), int(cfg["test_per_class"])
-    train = Split(*make_glyphs(c, counts, size, spec, seed, ch, stream=0))
-    val = Split(*make_glyphs(c, [v] * c, size, spec, seed, ch, stream=1))
-    test = Split(*make_glyphs(c, [t] * c, size, spec, seed, ch, stream=2))
+    splits = []
+    for stream, per_class in enumerate((counts, [v] * c, [t] * c)):
+        # Per-image draws do not depend on the nuisance spec, so the clean render is the same image
+        # without its nuisance (the glyph analogue of keeping the untransformed original).
+        clean = Split(*make_glyphs(c, per_class, size, {}, seed, ch, stream=stream))
+        if not spec:
+            splits.append((clean, clean))
+            continue
+        full = Split(*make_glyphs(c, per_class, size, spec, seed, ch, stream=stream))
+        splits.append((_only_classes(full, clean, classes, c), clean))
     natural = bool(cfg["natural"]) if cfg.get("natural") is not None else False
-    return _finish(train, val, test, c, [f"glyph{i:02d}" for i in range(c)], natural, spec)
+    return _finish(splits, c, [f"glyph{i:02d}" for i in range(c)], natural, spec, classes)
 
 
 def _split_indices(raw: RawData, cfg: dict) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray] | None]:
@@ -179,7 +225,9 @@ def build_dataset(cfg: dict) -> LongTailData:
     - Test: the source's test set; without one, `test_per_class` images per class held out (seeded) before
       the long tail is built. Glyphs render train, val and test from separate seed streams.
     - A non-empty `nuisance` is applied once to every image of every split (the transformed long tail of
-      SCIENCE.md §2); glyphs apply it while rendering. It is also recorded as the invariance T.
+      SCIENCE.md §2), or with `nuisance_rank` r to the images of the class of rank r only; glyphs apply
+      it while rendering. The untransformed originals are kept (`clean_*`), and the spec is recorded as
+      the invariance T.
     """
     validate_data_config(cfg)
     spec = validate_nuisance(cfg.get("nuisance"))
@@ -187,16 +235,25 @@ def build_dataset(cfg: dict) -> LongTailData:
         return _build_glyphs(cfg, spec)
     raw = load_source(cfg)
     seed = int(cfg.get("seed", 0))
+    classes = transformed_classes(cfg, spec, raw.num_classes)
     train_idx, val_idx, test_idx = _split_indices(raw, cfg)
 
-    def take(images: Tensor, labels: Tensor, parts: list[np.ndarray], tag: int) -> Split:
+    def transformed(clean: Split, tag: int) -> tuple[Split, Split]:
+        if not spec:
+            return clean, clean
+        rows = torch.nonzero(torch.isin(clean.labels, torch.tensor(classes, dtype=torch.int64))).flatten()
+        images = clean.images.clone()
+        images[rows] = _transform_once(clean.images[rows], spec, seed, tag)
+        return Split(images, clean.labels), clean
+
+    def take(images: Tensor, labels: Tensor, parts: list[np.ndarray], tag: int) -> tuple[Split, Split]:
         idx = torch.from_numpy(np.concatenate(parts).astype(np.int64))
-        return Split(_transform_once(images[idx], spec, seed, tag), labels[idx].clone())
+        return transformed(Split(images[idx], labels[idx].clone()), tag)
 
     train = take(raw.train_images, raw.train_labels, train_idx, 0)
     val = take(raw.train_images, raw.train_labels, val_idx, 1)
     if test_idx is None:
-        test = Split(_transform_once(raw.test_images, spec, seed, 2), raw.test_labels.clone())
+        test = transformed(Split(raw.test_images, raw.test_labels.clone()), 2)
     else:
         test = take(raw.train_images, raw.train_labels, test_idx, 2)
-    return _finish(train, val, test, raw.num_classes, raw.class_names, raw.natural, spec)
+    return _finish([train, val, test], raw.num_classes, raw.class_names, raw.natural, spec, classes)

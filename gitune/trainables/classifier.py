@@ -26,6 +26,7 @@ from gitune.data.dataset import LongTailData, build_dataset
 from gitune.data.loader import DeviceLoader, iterate_in_order
 from gitune.data.nuisances import apply_nuisance
 from gitune.metrics.accuracy import classification_metrics, class_key
+from gitune.metrics.geed import measure_extra_invariance
 from gitune.metrics.invariance import measure_invariance
 from gitune.models import count_parameters, create_model
 from gitune.training.git import GitAugmenter, generator_transform, load_generator
@@ -85,10 +86,10 @@ def evaluate(model, split: Batches, preprocess, batch_size: int, counts: list[in
 
 def train_epoch(model, loader: DeviceLoader, sampler: str, loss_fn, optimizer, preprocess,
                 crop_pad: int, flip: bool, generator: torch.Generator,
-                git: GitAugmenter | None = None) -> dict[str, float]:
+                mixers: list[GitAugmenter] = ()) -> dict[str, float]:
     """One pass over the epoch's sampled indices; losses accumulate on the device (no per-step sync).
 
-    With `git` active, part of each batch is replaced by generated images before crop/flip."""
+    Each mixer (GIT, the oracle) replaces its own range of batch positions before crop/flip."""
     model.train()
     loss_sum = torch.zeros((), device=loader.device)
     correct = torch.zeros((), device=loader.device, dtype=torch.long)
@@ -96,8 +97,10 @@ def train_epoch(model, loader: DeviceLoader, sampler: str, loss_fn, optimizer, p
     start = time.perf_counter()
     for xb, yb in loader.batches(sampler):
         x = to_float(xb)
-        if git is not None:
-            x, yb = git.apply(x, yb)
+        start = 0
+        for mixer in mixers:
+            x, yb = mixer.apply(x, yb, start)
+            start += mixer.count(len(yb))
         if crop_pad:
             x = random_crop(x, crop_pad, generator)
         if flip:
@@ -125,7 +128,9 @@ def _state(model, optimizer, scheduler, gens: dict[str, torch.Generator], epoch:
             "torch_rng": torch.get_rng_state()}
 
 
-RNG_STREAMS = ("sample", "augment", "invariance", "git", "invariance_gen")
+# Appended, never reordered: a stream's seed is its position, so old streams keep their numbers.
+RNG_STREAMS = ("sample", "augment", "invariance", "git", "invariance_gen", "oracle", "invariance_extra")
+EXTRA_METRICS = ("geed", "latent_geed", "rep_ratio")
 
 
 def _restore(checkpoint, model, optimizer, scheduler, gens: dict[str, torch.Generator]) -> int:
@@ -152,6 +157,9 @@ def _log_per_class(run: TrialRun, data: LongTailData, metrics: dict[str, float],
     ekld = [inv.get(f"inv/ekld/{class_key(c)}", float("nan")) for c in range(C)]
     cons = [inv.get(f"inv/consistency/{class_key(c)}", float("nan")) for c in range(C)]
     columns = {"val_acc": acc, "ekld": ekld, "consistency": cons}
+    for name in EXTRA_METRICS:
+        if f"inv/{name}_mean" in inv:
+            columns[name] = [inv.get(f"inv/{name}/{class_key(c)}", float("nan")) for c in range(C)]
     figs = {
         "plots/ekld_vs_class_size.png": plots.per_class_vs_size(
             counts, ekld, "eKLD (nats, lower = more invariant)", f"Invariance vs class size, epoch {epoch}"),
@@ -181,12 +189,15 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
     cfg = resolve_trial_config(config)
     tr, ev, opt, gc = cfg["train"], cfg["eval"], cfg["optim"], cfg["git"]
+    oracle_prob = cfg["aug"]["oracle_prob"]
     if gc["prob"] > 0 and generator is None:
         raise UserError("git.prob > 0 needs a generator: add a `generator:` block to the space file")
     if tr["threads"]:
         torch.set_num_threads(tr["threads"])
     device = pick_device()
     data = build_dataset(cfg["data"])
+    if oracle_prob > 0 and not data.nuisance:
+        raise UserError("aug.oracle_prob > 0 applies the dataset's true nuisance, but data.nuisance sets none")
     counts, C = data.class_counts, data.num_classes
     natural = data.natural
     crop_pad = tr["crop_pad"] if tr["crop_pad"] is not None else (4 if natural else 0)
@@ -206,12 +217,24 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
     preprocess = _preprocess(data, device)
     inv_transform = _invariance_transform(data, gens["invariance"])
     inv_set = _invariance_subset(data, ev["inv_images_per_class"], device)
-    gen_model = git = None
+    extra_transform = _invariance_transform(data, gens["invariance_extra"])
+    extra = ev["extra_invariance"] and ev["inv_transforms"] >= 2 and len(inv_set.labels) >= 2
+    if extra:
+        check_layer(model, ev["latent_layer"])
+    gen_model = None
+    mixers: list[GitAugmenter] = []
     if generator is not None:
         gen_model = load_generator(generator, device, data.image_shape)
         if gc["prob"] > 0:
-            git = GitAugmenter(gen_model, gc["prob"], gc["start_epoch"], counts, gc["class_threshold"],
-                               gc["sampler"], loader.images, loader.labels, loader.epoch_indices, gens["git"])
+            mixers.append(GitAugmenter(gen_model, gc["prob"], gc["start_epoch"], counts, gc["class_threshold"],
+                               gc["sampler"], loader.images, loader.labels, loader.epoch_indices,
+                               gens["git"]))
+    if oracle_prob > 0:
+        # GIT with the true nuisance in the generator's place, on the untransformed training originals.
+        clean = loader.images if data.clean_train is data.train else data.clean_train.images.to(device)
+        mixers.append(GitAugmenter(lambda x01, rng: apply_nuisance(x01, data.nuisance, rng), oracle_prob,
+                                   gc["start_epoch"], counts, gc["class_threshold"], gc["sampler"], clean,
+                                   loader.labels, loader.epoch_indices, gens["oracle"], prefix="oracle"))
 
     start_epoch = 0
     checkpoint = tune.get_checkpoint()
@@ -236,18 +259,18 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
                          "class_counts.csv")
 
     epochs = tr["epochs"]
-    extra = set(int(e) for e in invariance_epochs)
+    rungs = set(int(e) for e in invariance_epochs)
     for epoch in range(start_epoch, epochs):
         sampler, weights = rule_at_epoch(tr["rule"], epoch, counts, tr["deferred_epoch"], tr["beta"])
         loss_fn.set_weight(None if weights is None else weights.to(device))
         lr = optimizer.param_groups[0]["lr"]
         metrics: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
-        if git is not None:
-            git.begin_epoch(epoch, sampler)
+        for mixer in mixers:
+            mixer.begin_epoch(epoch, sampler)
         metrics.update(train_epoch(model, loader, sampler, loss_fn, optimizer, preprocess, crop_pad, flip,
-                                   gens["augment"], git))
-        if git is not None:
-            metrics.update(git.metrics())
+                                   gens["augment"], mixers))
+        for mixer in mixers:
+            metrics.update(mixer.metrics())
         scheduler.step()
         if not math.isfinite(metrics["train/loss"]):
             if run is not None:
@@ -256,9 +279,14 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
         metrics.update(evaluate(model, val, preprocess, ev["batch_size"], counts, "val"))
         done = epoch + 1
         inv: dict[str, float] = {}
-        if ev["inv_interval"] and (done % ev["inv_interval"] == 0 or done == epochs or done in extra):
+        if ev["inv_interval"] and (done % ev["inv_interval"] == 0 or done == epochs or done in rungs):
             inv = measure_invariance(model, inv_set.images, inv_set.labels, inv_transform, preprocess,
                                      ev["inv_transforms"], C, counts, batch_size=ev["batch_size"], prefix="inv")
+            if extra:
+                inv.update(measure_extra_invariance(
+                    model, inv_set.images, inv_set.labels, extra_transform, preprocess, ev["inv_transforms"], C,
+                    counts, batch_size=ev["batch_size"], prefix="inv", layer=ev["latent_layer"],
+                    generator=gens["invariance_extra"]))
             if gen_model is not None:
                 inv_gen = measure_invariance(model, inv_set.images, inv_set.labels,
                                              generator_transform(gen_model, gens["invariance_gen"]), preprocess,
@@ -295,7 +323,17 @@ def _as_generator_keys(inv: dict[str, float]) -> dict[str, float]:
 
 def _invariance_subset(data: LongTailData, per_class: int, device: torch.device) -> Batches:
     """The first `per_class` validation images of each class (held out, so eKLD is not measured on
-    images the model memorised), as floats in [0, 1] on the device."""
-    labels = data.val.labels
+    images the model memorised), as floats in [0, 1] on the device. On a transformed dataset these are
+    the untransformed originals, so x' = T(x) is one nuisance draw away from x (SCIENCE §2-3)."""
+    labels = data.clean_val.labels
     keep = torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(data.num_classes)])
-    return Batches(to_float(data.val.images[keep].to(device)), labels[keep].to(device))
+    return Batches(to_float(data.clean_val.images[keep].to(device)), labels[keep].to(device))
+
+
+def check_layer(model: torch.nn.Module, layer: str) -> None:
+    """eval.latent_layer must name the penultimate features or a module of the model."""
+    names = [n for n, _ in model.named_modules() if n]
+    if layer != "features" and layer not in names:
+        shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+        raise UserError(f"eval.latent_layer: {layer!r} is not a layer of this model (expected 'features' "
+                        f"or a module name: {shown})")

@@ -1,5 +1,8 @@
 """Generative Invariance Transfer (SCIENCE §5): replace part of each batch with generator outputs.
 
+The same machinery runs the oracle (`aug.oracle_prob`): the dataset's true nuisance applied to clean
+training images takes the generator's place, with the same candidate count, sources and keep rule.
+
 For a batch of B real images, k = round(git.prob · B) positions are candidates. Each candidate takes a
 source image drawn by a second pass of the epoch's sampler ("same") or class-balanced ("balanced"),
 is kept with its class's probability p_c when `git.class_threshold` is set, and only the kept ones are
@@ -63,19 +66,34 @@ def generator_transform(generator, rng: torch.Generator) -> Callable[[Tensor], T
     return lambda x01: generate(generator, x01, rng)
 
 
+Synthesize = Callable[[Tensor, torch.Generator], Tensor]  # (source images in [0, 1], rng) -> new images
+
+
+def generator_synthesizer(generator) -> Synthesize:
+    """GIT's source of new images: G(x, s) with the generator frozen."""
+    generator = freeze(generator)
+    return lambda x01, rng: generate(generator, x01, rng)
+
+
 class GitAugmenter:
     """Per-epoch GIT: `begin_epoch` draws the source order, `apply` mixes generated images into a batch.
 
-    `images`/`labels` are the training split on the device (uint8 / int64); `draw_indices(sampler, rng)`
-    returns one epoch of source indices for a sampler ("uniform" or "balanced").
+    `synthesize` makes the new images from source images: the generator (GIT, or a module, which is
+    wrapped by `generator_synthesizer`) or the true nuisance (the oracle). `images`/`labels` are the
+    source images on the device (uint8 / int64; for the oracle the untransformed originals);
+    `draw_indices(sampler, rng)` returns one epoch of source indices for a sampler ("uniform" or
+    "balanced"). Metrics are logged as `{prefix}/generated` and `{prefix}/candidates`.
     """
 
-    def __init__(self, generator, prob: float, start_epoch: int, class_counts: Sequence[int],
+    def __init__(self, synthesize, prob: float, start_epoch: int, class_counts: Sequence[int],
                  class_threshold: int | None, sampler: str, images: Tensor, labels: Tensor,
-                 draw_indices: Callable[[str, torch.Generator], Tensor], rng: torch.Generator):
+                 draw_indices: Callable[[str, torch.Generator], Tensor], rng: torch.Generator,
+                 prefix: str = "git"):
         if sampler not in GIT_SAMPLERS:
             raise UserError(f"git.sampler: expected one of {', '.join(GIT_SAMPLERS)}, got {sampler!r}")
-        self.generator = freeze(generator)
+        if isinstance(synthesize, torch.nn.Module):
+            synthesize = generator_synthesizer(synthesize)
+        self.synthesize, self.prefix = synthesize, prefix
         self.prob, self.start_epoch, self.sampler = float(prob), int(start_epoch), sampler
         self.images, self.labels = images, labels
         keep = keep_probabilities(class_counts, class_threshold)
@@ -102,11 +120,12 @@ class GitAugmenter:
         """Candidate positions in a batch of this size: round(prob · B), half up."""
         return min(batch_size, int(self.prob * batch_size + 0.5))
 
-    def apply(self, x01: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Replace the kept candidates among the first k positions (the batch is already in random order)."""
+    def apply(self, x01: Tensor, y: Tensor, start: int = 0) -> tuple[Tensor, Tensor]:
+        """Replace the kept candidates among the k positions from `start` (the batch is already in random
+        order; GIT and the oracle both on take consecutive ranges, so they never touch the same image)."""
         if self._source is None:
             return x01, y
-        k = self.count(len(y))
+        k = min(self.count(len(y)), max(len(y) - start, 0))
         if k == 0:
             return x01, y
         # One pass of the sampler has as many indices as the epoch has images, and k ≤ B per batch,
@@ -114,13 +133,13 @@ class GitAugmenter:
         src = self._source[self._cursor:self._cursor + k]
         self._cursor += k
         self.candidates += k
-        positions = torch.arange(k, device=y.device)
+        positions = torch.arange(start, start + k, device=y.device)
         if self.keep is not None:
             kept = torch.rand(k, generator=self.rng, device=y.device) < self.keep[self.labels[src]]
             src, positions = src[kept], positions[kept]
         if src.numel() == 0:
             return x01, y
-        fake = generate(self.generator, to_float(self.images[src]), self.rng)
+        fake = self.synthesize(to_float(self.images[src]), self.rng)
         x01 = x01.clone()
         y = y.clone()
         x01[positions] = fake.to(x01.dtype)
@@ -129,7 +148,7 @@ class GitAugmenter:
         return x01, y
 
     def metrics(self) -> dict[str, Any]:
-        return {"git/generated": self.generated, "git/candidates": self.candidates}
+        return {f"{self.prefix}/generated": self.generated, f"{self.prefix}/candidates": self.candidates}
 
 
 GENERATOR_ARCH_KEYS = ("dim", "style_dim", "n_downsample", "n_res", "mlp_dim", "mlp_layers")
