@@ -103,12 +103,24 @@ def test_generator_stage_git_trials_reuse_and_baseline(tmp_path, ray_session, ca
         assert history(client, base, key) == history(client, trials[0.0], key), key
     assert history(client, base, "train/loss") != history(client, trials[0.5], "train/loss")
 
-    # generator.checkpoint as an MLflow run URI skips pretraining.
-    given = write_space(tmp_path, "given", git="prob: 1.0", checkpoint=f"runs:/{gen_run.info.run_id}")
+    # generator.checkpoint as an MLflow run URI skips pretraining; one sweep compares ERM, the oracle (the
+    # true nuisance on clean images), GIT, and both, each taking its own range of batch positions.
+    given = write_space(tmp_path, "given", checkpoint=f"runs:/{gen_run.info.run_id}",
+                        space="  git.prob: {grid: [0.0, 0.5]}\n  aug.oracle_prob: {grid: [0.0, 0.5]}")
     rc, client = run(tmp_path, given)
     assert rc == 0
     assert runs(client, "given", "tags.stage = 'generator'") == []
     parent = runs(client, "given", "tags.`gitune.role` = 'sweep'")[0]
     assert parent.data.tags["gitune.generator"] == "given"
-    trial = runs(client, "given", "tags.stage = 'classifier'")[0]
-    assert history(client, trial, "git/generated")[0][1] == n_train  # prob 1: every image generated
+    arms = {(float(r.data.params["git.prob"]), float(r.data.params["aug.oracle_prob"])): r
+            for r in runs(client, "given", "tags.stage = 'classifier'")}
+    assert len(arms) == 4
+    for (git_p, oracle_p), r in arms.items():
+        # The oracle's range starts after GIT's and is cut at the batch end (odd last batches).
+        git_n = [int(git_p * b + 0.5) for b in sizes]
+        oracle_n = sum(min(int(oracle_p * b + 0.5), b - g) for b, g in zip(sizes, git_n))
+        for name, p, n in (("git", git_p, sum(git_n)), ("oracle", oracle_p, oracle_n)):
+            assert history(client, r, f"{name}/generated") == ([(1, n), (2, n)] if p else []), \
+                (name, git_p, oracle_p)
+    assert history(client, arms[(0.0, 0.5)], "train/loss") != history(client, arms[(0.0, 0.0)], "train/loss")
+    assert history(client, arms[(0.0, 0.0)], "train/loss") == history(client, base, "train/loss")
