@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's default, "
                    "sqlite:///mlflow.db in the working directory; http://host:5000 for a server)")
     p.add_argument("--address", help="Ray cluster to join (auto, ray://host:10001); default: start a local one")
+    p.add_argument("--shared-storage", action="store_true",
+                   help="declare that the local --storage path is a shared mount (NFS) seen by every node of a "
+                        "multi-node cluster")
     p.add_argument("--resume", action="store_true", help="continue the latest interrupted run of this sweep")
     p.add_argument("--dry-run", action="store_true", help="print the resolved spec and exit")
     return p.parse_args(argv)
@@ -83,6 +86,10 @@ def preflight_data(spec: SweepSpec) -> None:
                 variants.append(cfg)
     for cfg in variants:
         check_source(cfg["data"])
+        if cfg["data"]["name"] == "imagefolder":
+            from gitune.data.sources import load_source
+
+            load_source(cfg["data"])  # decode every image once: an unreadable file fails here, not in each trial
         if cfg["data"].get("nuisance_rank") is not None and "data.nuisance_rank" not in spec.space:
             from gitune.data.dataset import build_dataset
 
@@ -103,13 +110,31 @@ def preflight_layer(spec: SweepSpec) -> None:
         check_layer(create_model(arch, 2, 1), spec.config["eval"]["latent_layer"])
 
 
+def storage_is_file(path: str) -> bool:
+    """Whether `path` (local, or a URI pyarrow knows: s3://, gs://, file://) is an existing file."""
+    from pyarrow import fs as pafs
+
+    if "://" not in path:
+        return Path(path).is_file()
+    filesystem, inner = pafs.FileSystem.from_uri(path)
+    return filesystem.get_file_info(inner).type == pafs.FileType.File
+
+
 def latest_run_dir(root: str, name: str) -> str | None:
-    base = Path(root) / name
-    if "://" in root or not base.is_dir():
-        return None
-    runs = sorted(d for d in base.iterdir() if d.is_dir()
-                  and ((d / "tuner.pkl").exists() or (d / "generator" / "tuner.pkl").exists()))
-    return str(runs[-1]) if runs else None
+    """The newest run folder of this sweep that Tune saved an experiment state in (either stage)."""
+    from pyarrow import fs as pafs
+
+    base = f"{root}/{name}"
+    if "://" in root:
+        filesystem, inner = pafs.FileSystem.from_uri(base)
+    else:
+        filesystem, inner = pafs.LocalFileSystem(), base
+    infos = filesystem.get_file_info(pafs.FileSelector(inner, allow_not_found=True))
+    for run in sorted((i.base_name for i in infos if i.type == pafs.FileType.Directory), reverse=True):
+        if any(filesystem.get_file_info(f"{inner}/{run}/{f}").type == pafs.FileType.File
+               for f in ("tuner.pkl", "generator/tuner.pkl")):
+            return f"{base}/{run}"
+    return None
 
 
 def asha_rungs(spec: SweepSpec) -> list[int]:
@@ -154,6 +179,29 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--resume: no interrupted run of sweep '{spec.name}' under {root}/{spec.name}")
     else:
         run_dir = f"{root}/{spec.name}/{time.strftime('%Y%m%d-%H%M%S')}"
+    with _ray(args):
+        check_shared_storage(args, root)
+        return _run_in_ray(args, spec, uri, root, run_dir, image_shape, given)
+
+
+def check_shared_storage(args: argparse.Namespace, root: str) -> None:
+    """A node-local --storage on a cluster of several nodes would scatter checkpoints over the nodes'
+    disks: refused (before any MLflow run exists) unless the user declares the path shared."""
+    import ray
+
+    if ("://" in root and not root.startswith("file://")) or args.shared_storage:
+        return
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1:
+        raise UserError(f"--storage {root}: a local path on a {len(nodes)}-node Ray cluster; use s3://…, gs://… "
+                        f"or a shared mount and pass --shared-storage")
+
+
+def _run_in_ray(args: argparse.Namespace, spec: SweepSpec, uri: str, root: str, run_dir: str,
+                image_shape: tuple[int, ...] | None, given: dict[str, Any] | None) -> int:
+    from gitune import pretrain, tracking
+    from gitune.packing import check_packing
+
     ctx = tracking.start_sweep(spec.name, uri, run_dir, describe(spec), Path(args.space),
                                _sweep_params(spec), args.resume)
     print(f"gitune: sweep '{spec.name}': results and checkpoints in {run_dir}")
@@ -164,12 +212,12 @@ def run(args: argparse.Namespace) -> int:
     status = "FAILED"
     summary: dict[str, Any] = {}
     try:
-        with _ray(args):
-            generator = None
-            if spec.generator is not None:
-                generator = pretrain.prepare_generator(spec, root, run_dir, ctx, args.resume, image_shape,
-                                                       interrupted, given)
-            results = _fit(spec, ctx, run_dir, args, generator)
+        generator = None
+        if spec.generator is not None:
+            generator = pretrain.prepare_generator(spec, root, run_dir, ctx, args.resume, image_shape,
+                                                   interrupted, given)
+        check_packing(spec, generator)
+        results = _fit(spec, ctx, run_dir, args, generator)
         if interrupted(results):
             raise KeyboardInterrupt
         summary = _print_best(spec, results)
@@ -201,6 +249,8 @@ def _resume_command(args: argparse.Namespace) -> str:
     for flag in ("num_samples", "name", "storage", "tracking_uri", "address"):
         if getattr(args, flag) is not None:
             parts.append(f"--{flag.replace('_', '-')} {getattr(args, flag)}")
+    if getattr(args, "shared_storage", False):
+        parts.append("--shared-storage")
     return " ".join(parts + ["--resume"])
 
 
@@ -223,15 +273,39 @@ def _ray(args: argparse.Namespace):
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
 
+    if args.address:
+        check_address(args.address)
     started_ray = False
     if not ray.is_initialized():
-        ray.init(address=args.address, include_dashboard=False, log_to_driver=True)
+        try:
+            ray.init(address=args.address, include_dashboard=False, log_to_driver=True)
+        except (ValueError, ConnectionError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise UserError(f"--address {args.address}: cannot join a Ray cluster ({first})") from None
         started_ray = True
     try:
         yield
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def check_address(address: str) -> None:
+    """`auto`, `local`, `host:port` (the GCS of a running cluster) or `ray://host:port` (Ray Client); a
+    host:port that nobody answers on is refused at once (Ray itself would wait for minutes)."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    hostport = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in hostport:
+        raise UserError(f"--address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as e:
+        raise UserError(f"--address {address}: no Ray cluster answers at {host}:{port} "
+                        f"({e.strerror or e})") from None
 
 
 def preflight_git(spec: SweepSpec) -> tuple[int, ...] | None:
@@ -290,9 +364,16 @@ def _fit(spec: SweepSpec, ctx, run_dir: str, args: argparse.Namespace, generator
         failure_config=tune.FailureConfig(max_failures=spec.failure["max_failures"]),
         callbacks=[trial_status_callback(ctx, spec.scheduler["type"])],
         progress_reporter=reporter, verbose=1)
-    if args.resume and "://" not in run_dir and (Path(run_dir) / "tuner.pkl").exists():
-        tuner = tune.Tuner.restore(run_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                   param_space=param_space(spec))
+    if args.resume and storage_is_file(f"{run_dir}/tuner.pkl"):
+        try:
+            tuner = tune.Tuner.restore(run_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                       param_space=param_space(spec))
+        except ValueError as e:
+            if "param_space" not in str(e):
+                raise
+            raise UserError(f"--resume: {run_dir}: the resolved config keys differ from the interrupted run's "
+                            f"(space file or gitune version changed); resume with the same ones, or start a "
+                            f"new run without --resume") from None
     else:
         tuner = tune.Tuner(
             trainable, param_space=param_space(spec), run_config=run_config,

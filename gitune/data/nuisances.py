@@ -89,22 +89,25 @@ def _morph(x: Tensor, side: int, dilate: bool) -> Tensor:
 
 
 def random_stroke(x: Tensor, generator: torch.Generator) -> Tensor:
-    """Per image: dilate (p=0.6, side U{2,3,4}) or erode (side U{1,2}); images batched by kernel."""
+    """Per image: dilate (p=0.6, side U{2,3,4}) or erode (side U{1,2}).
+
+    Every kernel runs on the whole batch and each image takes its own result: max-pooling is exact, so
+    this equals transforming images one by one, and unlike gathering each kernel's images it never waits
+    on the device (no data-dependent shapes), which matters when the oracle runs it every step."""
     n = x.shape[0]
     dev = x.device
     dilate = torch.rand(n, generator=generator, device=dev) < _DILATE_P
     d_side = torch.randint(_DILATE_SIDES[0], _DILATE_SIDES[-1] + 1, (n,), generator=generator, device=dev)
     e_side = torch.randint(_ERODE_SIDES[0], _ERODE_SIDES[-1] + 1, (n,), generator=generator, device=dev)
     side = torch.where(dilate, d_side, e_side)
-    out = x.clone()
+    out = x
     for is_dilate, sides in ((True, _DILATE_SIDES), (False, _ERODE_SIDES)):
         for k in sides:
             if k <= 1:
                 continue
-            idx = torch.nonzero((dilate == is_dilate) & (side == k)).squeeze(1)
-            if idx.numel():
-                out[idx] = _morph(x[idx], k, is_dilate)
-    return out
+            pick = ((dilate == is_dilate) & (side == k)).view(n, 1, 1, 1)
+            out = torch.where(pick, _morph(x, k, is_dilate), out)
+    return out if out is not x else x.clone()
 
 
 def random_background(x: Tensor, max_value: int, generator: torch.Generator) -> Tensor:

@@ -8,6 +8,7 @@ continues its own run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -30,6 +31,7 @@ from gitune.metrics.geed import measure_extra_invariance
 from gitune.metrics.invariance import measure_invariance
 from gitune.models import count_parameters, create_model
 from gitune.training.git import GitAugmenter, generator_transform, load_generator
+from gitune.training.compute import Compute, resolve_compute
 from gitune.training.losses import build_loss, needs_cosine_head
 from gitune.training.rules import rule_at_epoch
 from gitune.training.schedule import build_optimizer, build_scheduler
@@ -50,12 +52,13 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _preprocess(data: LongTailData, device: torch.device):
+def _preprocess(data: LongTailData, device: torch.device, compute: Compute | None = None):
     mean = torch.tensor(data.mean, device=device)
     std = torch.tensor(data.std, device=device)
 
     def preprocess(x01: torch.Tensor) -> torch.Tensor:
-        return normalize(x01, mean, std)
+        x = normalize(x01, mean, std)
+        return compute.input(x) if compute is not None else x
 
     return preprocess
 
@@ -86,27 +89,30 @@ def evaluate(model, split: Batches, preprocess, batch_size: int, counts: list[in
 
 def train_epoch(model, loader: DeviceLoader, sampler: str, loss_fn, optimizer, preprocess,
                 crop_pad: int, flip: bool, generator: torch.Generator,
-                mixers: list[GitAugmenter] = ()) -> dict[str, float]:
+                mixers: list[GitAugmenter] = (), compute: Compute | None = None) -> dict[str, float]:
     """One pass over the epoch's sampled indices; losses accumulate on the device (no per-step sync).
 
-    Each mixer (GIT, the oracle) replaces its own range of batch positions before crop/flip."""
+    Each mixer (GIT, the oracle) replaces its own range of batch positions before crop/flip. `compute`
+    adds autocast around the forward pass and loss (bf16 on CUDA by default); `model` may be compiled."""
+    autocast = compute.autocast if compute is not None else contextlib.nullcontext
     model.train()
     loss_sum = torch.zeros((), device=loader.device)
     correct = torch.zeros((), device=loader.device, dtype=torch.long)
     seen = 0
     start = time.perf_counter()
     for xb, yb in loader.batches(sampler):
-        x = to_float(xb)
-        start = 0
-        for mixer in mixers:
-            x, yb = mixer.apply(x, yb, start)
-            start += mixer.count(len(yb))
-        if crop_pad:
-            x = random_crop(x, crop_pad, generator)
-        if flip:
-            x = random_flip(x, generator)
-        logits = model(preprocess(x))
-        loss = loss_fn(logits, yb)
+        with autocast():
+            x = to_float(xb)
+            start = 0
+            for mixer in mixers:
+                x, yb = mixer.apply(x, yb, start)
+                start += mixer.count(len(yb))
+            if crop_pad:
+                x = random_crop(x, crop_pad, generator)
+            if flip:
+                x = random_flip(x, generator)
+            logits = model(preprocess(x))
+            loss = loss_fn(logits.float(), yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -117,8 +123,11 @@ def train_epoch(model, loader: DeviceLoader, sampler: str, loss_fn, optimizer, p
         torch.cuda.synchronize(loader.device)
     elapsed = time.perf_counter() - start
     loss_value = float(loss_sum) / max(1, seen)
-    return {"train/loss": loss_value, "train/acc": float(correct) / max(1, seen),
-            "perf/img_per_s": seen / max(elapsed, 1e-9), "perf/epoch_s": elapsed}
+    out = {"train/loss": loss_value, "train/acc": float(correct) / max(1, seen),
+           "perf/img_per_s": seen / max(elapsed, 1e-9), "perf/epoch_s": elapsed}
+    if loader.device.type == "cuda":  # what packing trials on one GPU has to fit
+        out["perf/gpu_mem_peak_gb"] = torch.cuda.max_memory_allocated(loader.device) / 2**30
+    return out
 
 
 def _state(model, optimizer, scheduler, gens: dict[str, torch.Generator], epoch: int) -> dict[str, Any]:
@@ -204,8 +213,11 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
     flip = tr["flip"] if tr["flip"] is not None else natural
 
     torch.manual_seed(tr["seed"])
-    model = create_model(cfg["model"]["arch"], C, data.image_shape[0], cosine_head=needs_cosine_head(tr["loss"]),
-                         cosine_scale=tr["ldam_s"]).to(device)
+    compute = resolve_compute(tr, device)
+    model = compute.prepare(create_model(cfg["model"]["arch"], C, data.image_shape[0],
+                                         cosine_head=needs_cosine_head(tr["loss"]),
+                                         cosine_scale=tr["ldam_s"]).to(device))
+    net = compute.compiled(model)  # trains; evaluation and the metrics' hooks use the plain module
     optimizer = build_optimizer(model, opt["lr"], opt["momentum"], opt["weight_decay"], opt["nesterov"])
     scheduler = build_scheduler(optimizer, opt["warmup_epochs"], opt["milestones"], opt["gamma"])
     loss_fn = build_loss(tr["loss"], counts, focal_gamma=tr["focal_gamma"], ldam_max_m=tr["ldam_max_m"],
@@ -214,7 +226,7 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
             for i, name in enumerate(RNG_STREAMS)}
     loader = DeviceLoader(data.train, tr["batch_size"], device, gens["sample"])
     val = Batches(data.val.images.to(device), data.val.labels.to(device))
-    preprocess = _preprocess(data, device)
+    preprocess = _preprocess(data, device, compute)
     inv_transform = _invariance_transform(data, gens["invariance"])
     inv_set = _invariance_subset(data, ev["inv_images_per_class"], device)
     extra_transform = _invariance_transform(data, gens["invariance_extra"])
@@ -246,12 +258,16 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
     if tracking is not None:
         params = dict(flatten(cfg))
         params.update({"data/train_images": sum(counts), "data/num_classes": C,
-                       "model/parameters": count_parameters(model)})
+                       "model/parameters": count_parameters(model), **compute.describe()})
         if generator is not None:
             params["generator/key"] = generator.get("key", "")
             params["generator/source"] = generator.get("source", "")
+        # Where this attempt runs (node, worker process): updated when a restored trial reopens its run.
+        where = {"gitune.node_id": _node_id(), "gitune.pid": str(os.getpid())}
         run = TrialRun.open(tracking, ctx.get_trial_id(), ctx.get_trial_name(), params,
-                            tags={"stage": "classifier"})
+                            tags={"stage": "classifier", **where})
+        if run.resumed:
+            run.set_tags(where)
         if run.resumed and start_epoch > 0:
             run.log_metrics({"trial/resumed_at_epoch": start_epoch}, step=start_epoch)
         if not run.resumed:
@@ -267,8 +283,8 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
         metrics: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
         for mixer in mixers:
             mixer.begin_epoch(epoch, sampler)
-        metrics.update(train_epoch(model, loader, sampler, loss_fn, optimizer, preprocess, crop_pad, flip,
-                                   gens["augment"], mixers))
+        metrics.update(train_epoch(net, loader, sampler, loss_fn, optimizer, preprocess, crop_pad, flip,
+                                   gens["augment"], mixers, compute))
         for mixer in mixers:
             metrics.update(mixer.metrics())
         scheduler.step()
@@ -276,27 +292,19 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
             if run is not None:
                 run.set_tags({"gitune.error": f"train/loss became {metrics['train/loss']} at epoch {epoch + 1}"})
             raise FloatingPointError(f"train/loss became {metrics['train/loss']} at epoch {epoch + 1}")
-        metrics.update(evaluate(model, val, preprocess, ev["batch_size"], counts, "val"))
+        with compute.autocast():
+            metrics.update(evaluate(model, val, preprocess, ev["batch_size"], counts, "val"))
         done = epoch + 1
         inv: dict[str, float] = {}
         if ev["inv_interval"] and (done % ev["inv_interval"] == 0 or done == epochs or done in rungs):
-            inv = measure_invariance(model, inv_set.images, inv_set.labels, inv_transform, preprocess,
-                                     ev["inv_transforms"], C, counts, batch_size=ev["batch_size"], prefix="inv")
-            if extra:
-                inv.update(measure_extra_invariance(
-                    model, inv_set.images, inv_set.labels, extra_transform, preprocess, ev["inv_transforms"], C,
-                    counts, batch_size=ev["batch_size"], prefix="inv", layer=ev["latent_layer"],
-                    generator=gens["invariance_extra"]))
-            if gen_model is not None:
-                inv_gen = measure_invariance(model, inv_set.images, inv_set.labels,
-                                             generator_transform(gen_model, gens["invariance_gen"]), preprocess,
-                                             ev["inv_transforms"], C, counts, batch_size=ev["batch_size"],
-                                             prefix="inv")
-                inv.update(_as_generator_keys(inv_gen))
+            with compute.autocast():
+                inv = _measure(model, inv_set, preprocess, C, counts, ev, inv_transform,
+                               extra_transform if extra else None, gen_model, gens)
             metrics.update(inv)
         if done == epochs:
             test = Batches(data.test.images.to(device), data.test.labels.to(device))
-            metrics.update(evaluate(model, test, preprocess, ev["batch_size"], counts, "test"))
+            with compute.autocast():
+                metrics.update(evaluate(model, test, preprocess, ev["batch_size"], counts, "test"))
         if run is not None:
             run.log_metrics(metrics, step=done)
             if inv:
@@ -307,6 +315,34 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
     if run is not None:
         run.finish("FINISHED")
+
+
+def _node_id() -> str:
+    import ray
+
+    try:
+        return ray.get_runtime_context().get_node_id() or ""
+    except Exception:  # noqa: BLE001 - outside Ray (direct calls in tests)
+        return ""
+
+
+def _measure(model, inv_set: Batches, preprocess, C: int, counts: list[int], ev: dict, transform,
+             extra_transform, gen_model, gens: dict[str, torch.Generator]) -> dict[str, float]:
+    """Every invariance metric of one measurement: eKLD/consistency under the nuisance T, G-EED, latent
+    G-EED and the representation ratio (when `extra_transform`), and eKLD under the generator."""
+    n, b = ev["inv_transforms"], ev["batch_size"]
+    inv = measure_invariance(model, inv_set.images, inv_set.labels, transform, preprocess, n, C, counts,
+                             batch_size=b, prefix="inv")
+    if extra_transform is not None:
+        inv.update(measure_extra_invariance(model, inv_set.images, inv_set.labels, extra_transform, preprocess, n,
+                                            C, counts, batch_size=b, prefix="inv", layer=ev["latent_layer"],
+                                            generator=gens["invariance_extra"]))
+    if gen_model is not None:
+        inv_gen = measure_invariance(model, inv_set.images, inv_set.labels,
+                                     generator_transform(gen_model, gens["invariance_gen"]), preprocess, n, C,
+                                     counts, batch_size=b, prefix="inv")
+        inv.update(_as_generator_keys(inv_gen))
+    return inv
 
 
 def _as_generator_keys(inv: dict[str, float]) -> dict[str, float]:

@@ -5,8 +5,8 @@ training images takes the generator's place, with the same candidate count, sour
 
 For a batch of B real images, k = round(git.prob · B) positions are candidates. Each candidate takes a
 source image drawn by a second pass of the epoch's sampler ("same") or class-balanced ("balanced"),
-is kept with its class's probability p_c when `git.class_threshold` is set, and only the kept ones are
-encoded and decoded with a fresh style s ~ N(0, I). The generator is frozen, in eval mode, under
+is kept with its class's probability p_c when `git.class_threshold` is set (drawn once per epoch, so no
+step waits on the device), and only the kept ones are encoded and decoded with a fresh style s ~ N(0, I). The generator is frozen, in eval mode, under
 no_grad, and all its randomness comes from its own RNG stream, so `git.prob = 0` (or an epoch before
 `git.start_epoch`) draws nothing and reproduces the baseline bit for bit.
 """
@@ -54,9 +54,9 @@ def freeze(generator: torch.nn.Module) -> torch.nn.Module:
     return generator
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(generator, images01: Tensor, rng: torch.Generator) -> Tensor:
-    """x' = G(x, s), s ~ N(0, I) per image, in [0, 1] pixel space."""
+    """x' = G(x, s), s ~ N(0, I) per image, in [0, 1] pixel space (inference mode: no autograd records)."""
     style = generator.random_style(images01.shape[0], images01.device, generator=rng)
     return from_generator_range(generator(to_generator_range(images01), style))
 
@@ -100,6 +100,8 @@ class GitAugmenter:
         self.keep = None if keep is None else keep.to(images.device)
         self.draw_indices, self.rng = draw_indices, rng
         self._source: Tensor | None = None
+        self._kept: Tensor | None = None  # positions in the source order whose candidate is kept (device)
+        self._kept_before: list[int] = []  # kept candidates before each source position (host)
         self._cursor = 0
         self.generated = 0  # images generated since the last `begin_epoch`
         self.candidates = 0
@@ -108,13 +110,21 @@ class GitAugmenter:
         return self.prob > 0.0 and epoch >= self.start_epoch
 
     def begin_epoch(self, epoch: int, batch_sampler: str) -> None:
-        """Draw this epoch's source order with the batch's sampler ("same") or class-balanced."""
+        """Draw this epoch's source order with the batch's sampler ("same") or class-balanced, and, with a
+        class threshold, whether each candidate is kept (p_c of its class). The keep draws are made here,
+        for the whole epoch, with one device-to-host copy, so that `apply` never waits on the device."""
         self.generated = self.candidates = 0
         self._cursor = 0
-        self._source = None
+        self._source = self._kept = None
         if self.active(epoch):
             sampler = batch_sampler if self.sampler == "same" else "balanced"
             self._source = self.draw_indices(sampler, self.rng)
+            if self.keep is not None:
+                n = self._source.numel()
+                kept = torch.rand(n, generator=self.rng, device=self._source.device) < self.keep[
+                    self.labels[self._source]]
+                self._kept = torch.nonzero(kept).flatten()
+                self._kept_before = [0] + kept.cumsum(0).cpu().tolist()
 
     def count(self, batch_size: int) -> int:
         """Candidate positions in a batch of this size: round(prob · B), half up."""
@@ -130,21 +140,25 @@ class GitAugmenter:
             return x01, y
         # One pass of the sampler has as many indices as the epoch has images, and k ≤ B per batch,
         # so the source order never runs out within an epoch.
-        src = self._source[self._cursor:self._cursor + k]
+        c = self._cursor
         self._cursor += k
         self.candidates += k
-        positions = torch.arange(start, start + k, device=y.device)
-        if self.keep is not None:
-            kept = torch.rand(k, generator=self.rng, device=y.device) < self.keep[self.labels[src]]
-            src, positions = src[kept], positions[kept]
-        if src.numel() == 0:
+        if self._kept is None:
+            src = self._source[c:c + k]
+            positions = torch.arange(start, start + k, device=y.device)
+            n = k
+        else:  # the kept candidates of this window, found with host-side counts (no device sync)
+            lo, hi = self._kept_before[c], self._kept_before[c + k]
+            window = self._kept[lo:hi]
+            src, positions, n = self._source[window], window - c + start, hi - lo
+        if n == 0:
             return x01, y
         fake = self.synthesize(to_float(self.images[src]), self.rng)
         x01 = x01.clone()
         y = y.clone()
         x01[positions] = fake.to(x01.dtype)
         y[positions] = self.labels[src]
-        self.generated += int(src.numel())
+        self.generated += n
         return x01, y
 
     def metrics(self) -> dict[str, Any]:
