@@ -102,7 +102,12 @@ def test_optuna_search_is_tpe_with_seed(tmp_path):
 
 
 def test_bundled_spaces_validate():
-    for name in ("demo", "cifar10_lt", "cifar100_lt"):
+    from pathlib import Path
+
+    names = sorted(p.stem for p in Path("search_spaces").glob("*.yaml")) + \
+        [f"../sweeps/{p.stem}" for p in Path("sweeps").glob("*_git.yaml")]
+    assert {"demo", "git_demo", "invariance_glyphs", "invariance_kmnist", "gtsrb_lt", "git_oracle_glyphs"} <= set(names)
+    for name in names:
         spec = spaces.load_spec(f"search_spaces/{name}.yaml")
         assert spec.space, name
     demo = spaces.load_spec("search_spaces/demo.yaml")
