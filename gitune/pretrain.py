@@ -55,6 +55,10 @@ def read_generator_file(path: str | Path, where: str) -> dict[str, Any]:
     if not p.is_file():
         raise UserError(f"{where}: {p}: no such file (expected a {GENERATOR_FILE} written by gitune's generator "
                         f"stage, a folder holding one, or runs:/<run_id>)")
+    bad_entry = _corrupted_entry(p)
+    if bad_entry:
+        raise UserError(f"{where}: {p}: not a readable generator checkpoint (corrupted: checksum mismatch in "
+                        f"{bad_entry})")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
@@ -75,6 +79,17 @@ def read_generator_file(path: str | Path, where: str) -> dict[str, Any]:
     return {"arch": {k: arch[k] for k in GENERATOR_ARCH_KEYS}, "in_channels": obj["in_channels"],
             "image_size": obj["image_size"], "state_dict": obj["state_dict"], "source": str(p),
             "meta": json.loads(obj.get("meta") or "{}")}
+
+
+def _corrupted_entry(p: Path) -> str | None:
+    """torch.load does not check the zip's CRCs: flipped bytes inside the weights would load as garbage."""
+    try:
+        if not zipfile.is_zipfile(p):
+            return None  # truncated or not a zip: torch.load reports it
+        with zipfile.ZipFile(p) as z:
+            return z.testzip()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
+        return None
 
 
 def resolve_reference(ref: str, tracking_uri: str, where: str) -> str:
@@ -180,7 +195,9 @@ def pretrain(spec, run_dir: str, ctx, resume: bool, interrupted) -> tuple[str, s
         metric_columns={"iteration": "iter", "loss/recon_x": "recon_x", "loss/gen_adv": "gen_adv",
                         "loss/dis": "dis", "perf/img_per_s": "img/s"},
         parameter_columns=[k.replace(".", "/") for k in gspec.space], max_report_frequency=15)
-    if resume and "://" not in run_dir and (Path(stage_dir) / "tuner.pkl").exists():
+    from gitune.sweep import storage_is_file
+
+    if resume and storage_is_file(f"{stage_dir}/tuner.pkl"):
         tuner = tune.Tuner.restore(stage_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
                                    param_space=param_space(gspec))
     else:

@@ -40,6 +40,16 @@ def _cases(tmp: Path):
     no_labels = _npz(tmp / "no_labels.npz", images=imgs)
     float_imgs = _npz(tmp / "float.npz", images=imgs.astype(np.float32), labels=np.arange(6) % 2)
     npz_cfg = "  data: {{name: npz, path: {p}}}\n"
+    labels12 = np.arange(12) % 3
+    five_channels = _npz(tmp / "five_channels.npz", images=np.zeros((12, 8, 8, 5), np.uint8), labels=labels12)
+    flat_images = _npz(tmp / "flat.npz", images=np.zeros((12, 64), np.uint8), labels=labels12)
+    class_gap = _npz(tmp / "gap.npz", images=np.zeros((12, 8, 8), np.uint8), labels=np.array([0, 2] * 6),
+                     class_names=np.array(["zero", "one", "two"]))
+    short_labels = _npz(tmp / "short.npz", images=np.zeros((12, 8, 8), np.uint8), labels=labels12[:10])
+    test_shape = _npz(tmp / "test_shape.npz", images=np.zeros((12, 8, 8), np.uint8), labels=labels12,
+                      test_images=np.zeros((3, 9, 9), np.uint8), test_labels=np.arange(3))
+    (tmp / "text.npz").write_text("images,labels\n")
+    empty_folder, bad_image_folder = _image_folders(tmp)
 
     gen_dir = tmp / "gens"
     gen_dir.mkdir(exist_ok=True)
@@ -48,6 +58,13 @@ def _cases(tmp: Path):
     truncated_gen.write_bytes(good_gen.read_bytes()[:1500])
     _generator_file(wrong_gen, 1, declared_dim=8)
     _generator_file(rgb_gen, 3)
+    flipped = bytearray(good_gen.read_bytes())
+    for i in range(len(flipped) // 2, len(flipped) // 2 + 64):  # corrupted in the middle, same length
+        flipped[i] ^= 0xFF
+    (gen_dir / "flipped.pt").write_bytes(bytes(flipped))
+    import torch
+
+    torch.save({"model": {}, "epoch": 3}, gen_dir / "state.pt")  # a classifier checkpoint, not a generator
 
     def gen_block(body: str) -> str:
         return GOOD + "generator:\n  " + body + "\n"
@@ -134,7 +151,47 @@ def _cases(tmp: Path):
          ["data.nuisance_rank", "1..3"]),
         ("unknown latent layer", GOOD.replace("train: {epochs: 3}", "train: {epochs: 3}\n  eval: {latent_layer: "
                                               "conv9}"), [], ["eval.latent_layer", "conv9"]),
+        # datasets: wrong shapes, channels, empty classes, unreadable files
+        ("npz with 5 channels", npz(five_channels), [], ["five_channels.npz", "5 channels"]),
+        ("npz with 2-D images", npz(flat_images), [], ["flat.npz", "(12, 64)", "N×H×W"]),
+        ("npz with an empty class", npz(class_gap), [], ["gap.npz", "no image of class 1"]),
+        ("npz with fewer labels than images", npz(short_labels), [], ["short.npz", "10 entries", "12 images"]),
+        ("npz test images of another shape", npz(test_shape), [], ["test_shape.npz", "test_images"]),
+        ("npz that is not an archive", npz(tmp / "text.npz"), [], ["text.npz", "not an npz archive"]),
+        ("imagefolder with an empty class", GOOD.replace("name: glyphs,", f"name: imagefolder, path: {empty_folder},"),
+         [], [f"{empty_folder}/b", "no images"]),
+        ("imagefolder with an unreadable image", GOOD.replace("name: glyphs,",
+                                                              f"name: imagefolder, path: {bad_image_folder},"),
+         [], [f"{bad_image_folder}/b/2.png", "cannot read image"]),
+        # checkpoints
+        ("generator checkpoint corrupted in the middle", gen_block(f"checkpoint: {gen_dir}/flipped.pt"), [],
+         ["generator.checkpoint", "flipped.pt", "corrupted"]),
+        ("generator checkpoint is a classifier state", gen_block(f"checkpoint: {gen_dir}/state.pt"), [],
+         ["generator.checkpoint", "state.pt", "not a gitune generator file"]),
+        # CLI flags
+        ("--num-samples -1", GOOD, ["--num-samples", "-1"], ["num_samples", "-1"]),
+        ("--address garbage", GOOD, ["--address", "garbage"], ["--address garbage", "HOST:PORT"]),
+        ("--address nobody answers", GOOD, ["--address", "127.0.0.1:1"], ["--address 127.0.0.1:1",
+                                                                          "no Ray cluster answers"]),
+        ("--tracking-uri sqlite in a missing folder", GOOD, ["--tracking-uri", f"sqlite:///{tmp}/absent/m.db"],
+         [f"{tmp}/absent", "does not exist"]),
     ]
+
+
+def _image_folders(tmp: Path) -> tuple[Path, Path]:
+    """Two ImageFolder trees: one with an empty class folder, one with a file that is not an image."""
+    from PIL import Image
+
+    empty, bad = tmp / "folder_empty_class", tmp / "folder_bad_image"
+    for root in (empty, bad):
+        for c in "ab":
+            (root / c).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(empty / "a" / "0.png")
+    for c in "ab":
+        for i in range(2):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(bad / c / f"{i}.png")
+    (bad / "b" / "2.png").write_bytes(b"this is not a png")
+    return empty, bad
 
 
 def _generator_file(path: Path, channels: int, declared_dim: int | None = None) -> None:
@@ -150,10 +207,10 @@ def _generator_file(path: Path, channels: int, declared_dim: int | None = None) 
 
 
 def test_case_list_matches_parametrization(tmp_path):
-    assert len(_cases(tmp_path)) == 49  # keep in step with range(49) below; ≥ 30 bad inputs
+    assert len(_cases(tmp_path)) == 63  # keep in step with range(63) below; ≥ 30 bad inputs
 
 
-@pytest.mark.parametrize("index", range(49))
+@pytest.mark.parametrize("index", range(63))
 def test_bad_input_one_line_exit_2_nothing_written(index, tmp_path, monkeypatch, capsys):
     cases = _cases(tmp_path)
     name, text, extra, needles = cases[index]
