@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from gitune.errors import UserError
+from gitune.errors import CliParser, UserError, run_cli
 from gitune.metrics.accuracy import SHOT_GROUPS, shot_groups
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -52,13 +52,8 @@ MIN_IMPORTANCE_TRIALS = 4
 CLASS_RE = re.compile(r"^c\d+$")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = _Parser(prog="python -m gitune.report", description=__doc__.splitlines()[0])
+    p = CliParser(prog="python -m gitune.report", description=__doc__.splitlines()[0])
     p.add_argument("experiment", help="MLflow experiment name (= the sweep's name)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's default, sqlite:///mlflow.db "
                    "in the working directory)")
@@ -79,12 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except UserError as e:
-        print(f"gitune: error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(run, parse_args(argv))
 
 
 # --------------------------------------------------------------------------------------------------- loading

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gitune.errors import UserError
+from gitune.errors import CliParser, UserError, run_cli
 from gitune.spaces import SweepSpec, describe, load_spec
 
 SUMMARY_KEYS = ("val/bal_acc", "val/acc", "val/acc_many", "val/acc_medium", "val/acc_few", "inv/ekld_many",
@@ -22,13 +22,8 @@ SUMMARY_KEYS = ("val/bal_acc", "val/acc", "val/acc_many", "val/acc_medium", "val
                 "epoch")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage + message)
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = _Parser(prog="python -m gitune.sweep", description=__doc__.splitlines()[0])
+    p = CliParser(prog="python -m gitune.sweep", description=__doc__.splitlines()[0])
     p.add_argument("--space", required=True, help="search-space YAML file (see search_spaces/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec or config key, e.g. --set train.epochs=5 --set scheduler.max_t=5")
@@ -48,12 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except UserError as e:
-        print(f"gitune: error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(run, parse_args(argv))
 
 
 def storage_root(arg: str | None) -> str:
