@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+pytestmark = pytest.mark.slow  # `make test-slow` (CI runs it after `make test`)
+
 # Runs in the helper process: start the cluster, print its address and node ids, keep it up until stdin closes.
 CLUSTER = """
 import json, sys

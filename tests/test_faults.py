@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+pytestmark = pytest.mark.slow  # `make test-slow` (CI runs it after `make test`)
+
 EPOCHS = 10
 SPACE = """
 name: {name}

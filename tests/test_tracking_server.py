@@ -17,6 +17,8 @@ from mlflow.tracking import MlflowClient
 
 from gitune import sweep
 
+pytestmark = pytest.mark.slow  # `make test-slow` (CI runs it after `make test`)
+
 SPACE = """
 name: served
 metric: val/bal_acc
