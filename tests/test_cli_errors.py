@@ -196,8 +196,6 @@ def _image_folders(tmp: Path) -> tuple[Path, Path]:
 
 def _generator_file(path: Path, channels: int, declared_dim: int | None = None) -> None:
     """A real generator file (tiny network) for the checkpoint cases."""
-    import torch
-
     from gitune.models.munit import MunitGenerator
     from gitune.pretrain import export_generator
 

@@ -14,7 +14,6 @@ import sys
 import tempfile
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient

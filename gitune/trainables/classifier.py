@@ -103,10 +103,10 @@ def train_epoch(model, loader: DeviceLoader, sampler: str, loss_fn, optimizer, p
     for xb, yb in loader.batches(sampler):
         with autocast():
             x = to_float(xb)
-            start = 0
+            offset = 0  # each mixer takes the batch positions after the previous one's
             for mixer in mixers:
-                x, yb = mixer.apply(x, yb, start)
-                start += mixer.count(len(yb))
+                x, yb = mixer.apply(x, yb, offset)
+                offset += mixer.count(len(yb))
             if crop_pad:
                 x = random_crop(x, crop_pad, generator)
             if flip:
@@ -189,13 +189,34 @@ def _log_per_class(run: TrialRun, data: LongTailData, metrics: dict[str, float],
     run.log_text(table, "per_class.csv")
 
 
-def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = None,
-                     invariance_epochs: Iterable[int] = (), generator: dict[str, Any] | None = None) -> None:
-    """Train one classifier trial; `invariance_epochs` adds measurement epochs (the ASHA rungs).
+@dataclass
+class Trial:
+    """Everything one classifier trial trains with, built the same way for Tune trials and bare loops."""
 
-    `generator` is the generator stage's payload (weights + architecture, sent once through the object
-    store): it drives GIT when git.prob > 0 and the generator eKLD (inv/ekld_gen/*) in every trial."""
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
+    cfg: dict[str, Any]
+    device: torch.device
+    data: LongTailData
+    compute: Compute
+    model: torch.nn.Module  # the plain module: evaluation, metric hooks, checkpoints
+    net: Any  # what trains: the model, or torch.compile(model)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loss_fn: Any
+    gens: dict[str, torch.Generator]
+    loader: DeviceLoader
+    val: Batches
+    preprocess: Any
+    crop_pad: int
+    flip: bool
+    mixers: list[GitAugmenter]
+    inv_set: Batches
+    inv_transform: Any
+    extra_transform: Any  # None when the extra invariance metrics are off
+    gen_model: Any
+
+
+def build_trial(config: dict[str, Any], device: torch.device, generator: dict[str, Any] | None = None) -> Trial:
+    """Data, model, optimizer, schedule, loss, RNG streams, loader and mixers of one trial, from its config."""
     cfg = resolve_trial_config(config)
     tr, ev, opt, gc = cfg["train"], cfg["eval"], cfg["optim"], cfg["git"]
     oracle_prob = cfg["aug"]["oracle_prob"]
@@ -203,21 +224,18 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
         raise UserError("git.prob > 0 needs a generator: add a `generator:` block to the space file")
     if tr["threads"]:
         torch.set_num_threads(tr["threads"])
-    device = pick_device()
     data = build_dataset(cfg["data"])
     if oracle_prob > 0 and not data.nuisance:
         raise UserError("aug.oracle_prob > 0 applies the dataset's true nuisance, but data.nuisance sets none")
     counts, C = data.class_counts, data.num_classes
-    natural = data.natural
-    crop_pad = tr["crop_pad"] if tr["crop_pad"] is not None else (4 if natural else 0)
-    flip = tr["flip"] if tr["flip"] is not None else natural
+    crop_pad = tr["crop_pad"] if tr["crop_pad"] is not None else (4 if data.natural else 0)
+    flip = tr["flip"] if tr["flip"] is not None else data.natural
 
     torch.manual_seed(tr["seed"])
     compute = resolve_compute(tr, device)
     model = compute.prepare(create_model(cfg["model"]["arch"], C, data.image_shape[0],
                                          cosine_head=needs_cosine_head(tr["loss"]),
                                          cosine_scale=tr["ldam_s"]).to(device))
-    net = compute.compiled(model)  # trains; evaluation and the metrics' hooks use the plain module
     optimizer = build_optimizer(model, opt["lr"], opt["momentum"], opt["weight_decay"], opt["nesterov"])
     scheduler = build_scheduler(optimizer, opt["warmup_epochs"], opt["milestones"], opt["gamma"])
     loss_fn = build_loss(tr["loss"], counts, focal_gamma=tr["focal_gamma"], ldam_max_m=tr["ldam_max_m"],
@@ -225,11 +243,7 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
     gens = {name: torch.Generator(device=device).manual_seed(tr["seed"] * 1000 + i)
             for i, name in enumerate(RNG_STREAMS)}
     loader = DeviceLoader(data.train, tr["batch_size"], device, gens["sample"])
-    val = Batches(data.val.images.to(device), data.val.labels.to(device))
-    preprocess = _preprocess(data, device, compute)
-    inv_transform = _invariance_transform(data, gens["invariance"])
     inv_set = _invariance_subset(data, ev["inv_images_per_class"], device)
-    extra_transform = _invariance_transform(data, gens["invariance_extra"])
     extra = ev["extra_invariance"] and ev["inv_transforms"] >= 2 and len(inv_set.labels) >= 2
     if extra:
         check_layer(model, ev["latent_layer"])
@@ -239,14 +253,48 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
         gen_model = load_generator(generator, device, data.image_shape)
         if gc["prob"] > 0:
             mixers.append(GitAugmenter(gen_model, gc["prob"], gc["start_epoch"], counts, gc["class_threshold"],
-                               gc["sampler"], loader.images, loader.labels, loader.epoch_indices,
-                               gens["git"]))
+                                       gc["sampler"], loader.images, loader.labels, loader.epoch_indices,
+                                       gens["git"]))
     if oracle_prob > 0:
         # GIT with the true nuisance in the generator's place, on the untransformed training originals.
         clean = loader.images if data.clean_train is data.train else data.clean_train.images.to(device)
         mixers.append(GitAugmenter(lambda x01, rng: apply_nuisance(x01, data.nuisance, rng), oracle_prob,
                                    gc["start_epoch"], counts, gc["class_threshold"], gc["sampler"], clean,
                                    loader.labels, loader.epoch_indices, gens["oracle"], prefix="oracle"))
+    return Trial(cfg, device, data, compute, model, compute.compiled(model), optimizer, scheduler, loss_fn, gens,
+                 loader, Batches(data.val.images.to(device), data.val.labels.to(device)),
+                 _preprocess(data, device, compute), crop_pad, flip, mixers, inv_set,
+                 _invariance_transform(data, gens["invariance"]),
+                 _invariance_transform(data, gens["invariance_extra"]) if extra else None, gen_model)
+
+
+def train_one_epoch(t: Trial, epoch: int) -> dict[str, Any]:
+    """One epoch (0-based) of training with the rule's sampler and weights, the mixers, and the LR step."""
+    tr = t.cfg["train"]
+    sampler, weights = rule_at_epoch(tr["rule"], epoch, t.data.class_counts, tr["deferred_epoch"], tr["beta"])
+    t.loss_fn.set_weight(None if weights is None else weights.to(t.device))
+    metrics: dict[str, Any] = {"epoch": epoch + 1, "lr": t.optimizer.param_groups[0]["lr"]}
+    for mixer in t.mixers:
+        mixer.begin_epoch(epoch, sampler)
+    metrics.update(train_epoch(t.net, t.loader, sampler, t.loss_fn, t.optimizer, t.preprocess, t.crop_pad, t.flip,
+                               t.gens["augment"], t.mixers, t.compute))
+    for mixer in t.mixers:
+        metrics.update(mixer.metrics())
+    t.scheduler.step()
+    return metrics
+
+
+def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = None,
+                     invariance_epochs: Iterable[int] = (), generator: dict[str, Any] | None = None) -> None:
+    """Train one classifier trial; `invariance_epochs` adds measurement epochs (the ASHA rungs).
+
+    `generator` is the generator stage's payload (weights + architecture, sent once through the object
+    store): it drives GIT when git.prob > 0 and the generator eKLD (inv/ekld_gen/*) in every trial."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
+    t = build_trial(config, pick_device(), generator)
+    cfg, data, model, optimizer, scheduler, gens = t.cfg, t.data, t.model, t.optimizer, t.scheduler, t.gens
+    tr, ev, compute = cfg["train"], cfg["eval"], t.compute
+    counts, C, device = data.class_counts, data.num_classes, t.device
 
     start_epoch = 0
     checkpoint = tune.get_checkpoint()
@@ -277,34 +325,24 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
     epochs = tr["epochs"]
     rungs = set(int(e) for e in invariance_epochs)
     for epoch in range(start_epoch, epochs):
-        sampler, weights = rule_at_epoch(tr["rule"], epoch, counts, tr["deferred_epoch"], tr["beta"])
-        loss_fn.set_weight(None if weights is None else weights.to(device))
-        lr = optimizer.param_groups[0]["lr"]
-        metrics: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
-        for mixer in mixers:
-            mixer.begin_epoch(epoch, sampler)
-        metrics.update(train_epoch(net, loader, sampler, loss_fn, optimizer, preprocess, crop_pad, flip,
-                                   gens["augment"], mixers, compute))
-        for mixer in mixers:
-            metrics.update(mixer.metrics())
-        scheduler.step()
+        metrics = train_one_epoch(t, epoch)
         if not math.isfinite(metrics["train/loss"]):
             if run is not None:
                 run.set_tags({"gitune.error": f"train/loss became {metrics['train/loss']} at epoch {epoch + 1}"})
             raise FloatingPointError(f"train/loss became {metrics['train/loss']} at epoch {epoch + 1}")
         with compute.autocast():
-            metrics.update(evaluate(model, val, preprocess, ev["batch_size"], counts, "val"))
+            metrics.update(evaluate(model, t.val, t.preprocess, ev["batch_size"], counts, "val"))
         done = epoch + 1
         inv: dict[str, float] = {}
         if ev["inv_interval"] and (done % ev["inv_interval"] == 0 or done == epochs or done in rungs):
             with compute.autocast():
-                inv = _measure(model, inv_set, preprocess, C, counts, ev, inv_transform,
-                               extra_transform if extra else None, gen_model, gens)
+                inv = _measure(model, t.inv_set, t.preprocess, C, counts, ev, t.inv_transform, t.extra_transform,
+                               t.gen_model, gens)
             metrics.update(inv)
         if done == epochs:
             test = Batches(data.test.images.to(device), data.test.labels.to(device))
             with compute.autocast():
-                metrics.update(evaluate(model, test, preprocess, ev["batch_size"], counts, "test"))
+                metrics.update(evaluate(model, test, t.preprocess, ev["batch_size"], counts, "test"))
         if run is not None:
             run.log_metrics(metrics, step=done)
             if inv:
