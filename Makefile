@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow venv clean
+.PHONY: demo test test-fast venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,11 +20,11 @@ demo: $(STAMP)
 	$(PY) -m gitune.sweep --space search_spaces/demo.yaml
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q
 
-# Killed workers and drivers, a simulated 2-node cluster and a real MLflow server (≈5 min); CI runs both.
-test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
+# Everything but the multi-process tests (killed workers and drivers, a 2-node cluster, an MLflow server).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf ray_results mlflow.db mlartifacts reports

@@ -18,7 +18,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-pytestmark = pytest.mark.slow  # `make test-slow` (CI runs it after `make test`)
+pytestmark = pytest.mark.slow  # in `make test`; `make test-fast` leaves it out
 
 # Runs in the helper process: start the cluster, print its address and node ids, keep it up until stdin closes.
 CLUSTER = """

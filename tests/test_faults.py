@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-pytestmark = pytest.mark.slow  # `make test-slow` (CI runs it after `make test`)
+pytestmark = pytest.mark.slow  # in `make test`; `make test-fast` leaves it out
 
 EPOCHS = 10
 SPACE = """

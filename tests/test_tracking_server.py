@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from gitune import sweep
 
-pytestmark = pytest.mark.slow  # `make test-slow` (CI runs it after `make test`)
+pytestmark = pytest.mark.slow  # in `make test`; `make test-fast` leaves it out
 
 SPACE = """
 name: served
