@@ -180,14 +180,7 @@ def metric_vs_param(series: Sequence[tuple[str, list, list[float], list[bool]]],
                     for line in bp[part]:
                         line.set(color=colour, alpha=0.8)
             px = np.array([pos[_cat(x)] + off for x in xs], float) + rng.uniform(-step * 0.18, step * 0.18, len(xs))
-            e = np.asarray(early, bool)
-            ys_a = np.asarray(ys, float)
-            if (~e).any():
-                ax.scatter(px[~e], ys_a[~e], s=30, color=colour, marker=marker, alpha=0.85, label=label, zorder=3)
-            if e.any():
-                any_early = True
-                ax.scatter(px[e], ys_a[e], s=30, facecolors="none", edgecolors=colour, marker=marker,
-                           zorder=3, label="_nolegend_" if (~e).any() else label)
+            any_early |= _filled_and_hollow(ax, px, ys, early, colour, marker, label, 30)
         ax.set_xticks(range(len(cats)))
         ax.set_xticklabels([str(c) for c in cats], rotation=0 if len(cats) <= 6 else 30,
                            ha="center" if len(cats) <= 6 else "right")
@@ -195,15 +188,7 @@ def metric_vs_param(series: Sequence[tuple[str, list, list[float], list[bool]]],
         ax.set_xlabel(param)
     else:
         for (label, xs, ys, early), colour, marker in zip(series, colours, markers):
-            x = np.asarray(xs, float)
-            y = np.asarray(ys, float)
-            e = np.asarray(early, bool)
-            if (~e).any():
-                ax.scatter(x[~e], y[~e], s=32, color=colour, marker=marker, alpha=0.85, label=label, zorder=3)
-            if e.any():
-                any_early = True
-                ax.scatter(x[e], y[e], s=32, facecolors="none", edgecolors=colour, marker=marker, zorder=3,
-                           label="_nolegend_" if (~e).any() else label)
+            any_early |= _filled_and_hollow(ax, xs, ys, early, colour, marker, label, 32)
         if log_x:
             ax.set_xscale("log")
             _plain_log_ticks(ax)
@@ -222,6 +207,18 @@ def metric_vs_param(series: Sequence[tuple[str, list, list[float], list[bool]]],
         ax.legend(handles, labels, fontsize=8, loc="best")
     fig.tight_layout()
     return fig
+
+
+def _filled_and_hollow(ax, xs, ys, early, colour, marker, label: str, size: float) -> bool:
+    """Finished trials as filled markers, trials stopped early as hollow ones (one legend entry);
+    returns whether any was stopped early."""
+    x, y, e = np.asarray(xs, float), np.asarray(ys, float), np.asarray(early, bool)
+    if (~e).any():
+        ax.scatter(x[~e], y[~e], s=size, color=colour, marker=marker, alpha=0.85, label=label, zorder=3)
+    if e.any():
+        ax.scatter(x[e], y[e], s=size, facecolors="none", edgecolors=colour, marker=marker, zorder=3,
+                   label="_nolegend_" if (~e).any() else label)
+    return bool(e.any())
 
 
 def importance_bars(names: Sequence[str], values: Sequence[float], xlabel: str, title: str):
