@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from gitune import storage
 from gitune.errors import UserError
 from gitune.training.git import check_payload
 
@@ -124,22 +125,14 @@ def cache_path(root: str, key: str) -> str:
     return f"{root.rstrip('/')}/{CACHE_DIR}/{key}/{GENERATOR_FILE}"
 
 
-def _fs(uri: str):
-    from pyarrow import fs
-
-    if "://" in uri:
-        return fs.FileSystem.from_uri(uri)
-    return fs.LocalFileSystem(), str(Path(uri).resolve())
-
-
 def cached_file(root: str, key: str) -> str | None:
     """A local copy of the cached generator for `key`, or None when there is none."""
     from pyarrow import fs as pafs
 
     uri = cache_path(root, key)
-    fs, path = _fs(uri)
-    if fs.get_file_info(path).type != pafs.FileType.File:
+    if not storage.is_file(uri):
         return None
+    fs, path = storage.filesystem(uri)
     if isinstance(fs, pafs.LocalFileSystem):
         return path
     local = Path(tempfile.mkdtemp(prefix="gitune-gen-")) / GENERATOR_FILE
@@ -152,7 +145,7 @@ def store_in_cache(local_file: str, root: str, key: str, info: dict[str, Any]) -
     """Copy the chosen generator into the cache: written to a temporary name, then moved, so a crash
     never leaves a half-written file that a later run would take for a finished generator."""
     uri = cache_path(root, key)
-    fs, path = _fs(uri)
+    fs, path = storage.filesystem(uri)
     folder = path.rsplit("/", 1)[0]
     fs.create_dir(folder, recursive=True)
     tmp = f"{folder}/.{GENERATOR_FILE}.partial"
@@ -195,9 +188,7 @@ def pretrain(spec, run_dir: str, ctx, resume: bool, interrupted) -> tuple[str, s
         metric_columns={"iteration": "iter", "loss/recon_x": "recon_x", "loss/gen_adv": "gen_adv",
                         "loss/dis": "dis", "perf/img_per_s": "img/s"},
         parameter_columns=[k.replace(".", "/") for k in gspec.space], max_report_frequency=15)
-    from gitune.sweep import storage_is_file
-
-    if resume and storage_is_file(f"{stage_dir}/tuner.pkl"):
+    if resume and storage.is_file(f"{stage_dir}/tuner.pkl"):
         tuner = tune.Tuner.restore(stage_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
                                    param_space=param_space(gspec))
     else:

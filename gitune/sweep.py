@@ -100,29 +100,13 @@ def preflight_layer(spec: SweepSpec) -> None:
         check_layer(create_model(arch, 2, 1), spec.config["eval"]["latent_layer"])
 
 
-def storage_is_file(path: str) -> bool:
-    """Whether `path` (local, or a URI pyarrow knows: s3://, gs://, file://) is an existing file."""
-    from pyarrow import fs as pafs
-
-    if "://" not in path:
-        return Path(path).is_file()
-    filesystem, inner = pafs.FileSystem.from_uri(path)
-    return filesystem.get_file_info(inner).type == pafs.FileType.File
-
-
 def latest_run_dir(root: str, name: str) -> str | None:
     """The newest run folder of this sweep that Tune saved an experiment state in (either stage)."""
-    from pyarrow import fs as pafs
+    from gitune import storage
 
     base = f"{root}/{name}"
-    if "://" in root:
-        filesystem, inner = pafs.FileSystem.from_uri(base)
-    else:
-        filesystem, inner = pafs.LocalFileSystem(), base
-    infos = filesystem.get_file_info(pafs.FileSelector(inner, allow_not_found=True))
-    for run in sorted((i.base_name for i in infos if i.type == pafs.FileType.Directory), reverse=True):
-        if any(filesystem.get_file_info(f"{inner}/{run}/{f}").type == pafs.FileType.File
-               for f in ("tuner.pkl", "generator/tuner.pkl")):
+    for run in sorted(storage.subfolders(base), reverse=True):
+        if any(storage.is_file(f"{base}/{run}/{f}") for f in ("tuner.pkl", "generator/tuner.pkl")):
             return f"{base}/{run}"
     return None
 
@@ -333,6 +317,7 @@ def preflight_git(spec: SweepSpec) -> tuple[int, ...] | None:
 def _fit(spec: SweepSpec, ctx, run_dir: str, args: argparse.Namespace, generator: dict[str, Any] | None = None):
     from ray import tune
 
+    from gitune import storage
     from gitune.spaces import param_space, search_algorithm
     from gitune.trainables.classifier import train_classifier
     from gitune.tracking import trial_status_callback
@@ -354,7 +339,7 @@ def _fit(spec: SweepSpec, ctx, run_dir: str, args: argparse.Namespace, generator
         failure_config=tune.FailureConfig(max_failures=spec.failure["max_failures"]),
         callbacks=[trial_status_callback(ctx, spec.scheduler["type"])],
         progress_reporter=reporter, verbose=1)
-    if args.resume and storage_is_file(f"{run_dir}/tuner.pkl"):
+    if args.resume and storage.is_file(f"{run_dir}/tuner.pkl"):
         try:
             tuner = tune.Tuner.restore(run_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
                                        param_space=param_space(spec))
