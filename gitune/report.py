@@ -1,9 +1,11 @@
 """`python -m gitune.report EXPERIMENT`: summary tables and figures of one sweep, read back from MLflow.
 
 Writes into a folder (default reports/<experiment>) and uploads the same files under `report/` on the
-sweep's parent run: the best trials, every trial, eKLD against class size pooled over trials, few-shot
-accuracy against a tuned parameter, and parameter importances when Optuna searched. Bad input (unknown
-experiment, parent run or key; unreachable store) is one line and exit status 2, with nothing written.
+sweep's parent run: the best trials, every trial, the headline metrics per group of trials pooled over seeds
+and instances (with paired differences against a baseline group), eKLD against class size pooled over
+trials, few-shot accuracy against a tuned parameter, and parameter importances when Optuna searched. Bad
+input (unknown experiment, parent run or key; unreachable store) is one line and exit status 2, with nothing
+written.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, Sequence
 
 from gitune.errors import CliParser, UserError, run_cli
 from gitune.metrics.accuracy import SHOT_GROUPS, shot_groups
+from gitune.report_stats import is_replicate_key, same_value
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -46,6 +49,14 @@ PER_CLASS = (
      "generator eKLD"),
     ("inv/geed/", "geed_vs_class_size", "softmax G-EED (nats)\nlower = more invariant", "G-EED"),
 )
+# Short titles of the aggregated headline metrics (gitune.report_stats.headline_metrics).
+HEADLINE_TITLES = {"test/bal_acc": "test bal. acc", "test/acc_many": "test many-shot acc",
+                   "test/acc_medium": "test medium-shot acc", "test/acc_few": "test few-shot acc",
+                   "val/bal_acc": "val bal. acc", "val/acc_many": "val many-shot acc",
+                   "val/acc_medium": "val medium-shot acc", "val/acc_few": "val few-shot acc",
+                   "inv/ekld_few": "eKLD few", "inv/ekld_many": "eKLD many",
+                   "inv/ekld_size_spearman": "Spearman(size, eKLD)"}
+AUTO_BASELINE = ("git.prob", 0.0)  # GIT off: the baseline every GIT sweep compares against
 COLOR_DEFAULTS = ("git.prob", "train.rule", "data.instance")
 MAX_COLOUR_GROUPS = 6  # a numeric colour key with more distinct values is binned into quartiles
 MIN_IMPORTANCE_TRIALS = 4
@@ -67,6 +78,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "git.prob when it varies, else the first varying numeric tuned parameter)")
     p.add_argument("--color-by", metavar="KEY", help="trial parameter that colours the class-size scatter "
                    "(default: git.prob, train.rule or data.instance, the first that varies)")
+    p.add_argument("--group-by", metavar="KEY[,KEY...]", help="trial parameters that define the groups of "
+                   "groups.csv: per group n, mean, sd and 95%% Student-t interval of test balanced/many/medium/"
+                   "few-shot accuracy (val/ when no trial has test/), eKLD few/many and Spearman(size, eKLD), "
+                   "pooled over the group's trials (default: every varying tuned parameter except seeds and "
+                   "instances, i.e. keys ending in .seed or .instance: the replicates pooled over)")
+    p.add_argument("--baseline", metavar="KEY=VALUE", help="paired differences (paired.csv) of every other group "
+                   "against the trials with KEY=VALUE (e.g. git.prob=0 or aug.oracle_prob=0; 0 matches a stored "
+                   "0.0): a trial pairs with the baseline trial that has the same seeds and instances and the "
+                   "same values of every other grouping key (and of any other key pooled over); mean difference, "
+                   "95%% t-interval and paired t-test p. KEY joins the grouping keys if needed. Default: "
+                   "git.prob=0 (GIT off) when git.prob is a grouping key with 0 among its values and was not "
+                   "sampled from a continuous range; 'none' for no paired differences")
     p.add_argument("--finished-only", action="store_true",
                    help="leave out trials that ASHA stopped early (their metrics come from an earlier epoch)")
     p.add_argument("--no-upload", action="store_true", help="write the folder only; do not log it to MLflow")
@@ -322,6 +345,43 @@ def default_param(sweep: Sweep, trials: Sequence[Trial]) -> str | None:
     return tuned[0] if tuned else (vary[0] if vary else None)
 
 
+def grouping(group_by: str | None, baseline: str | None, sweep: Sweep,
+             trials: Sequence[Trial]) -> tuple[list[str], tuple[str, Any] | None, bool]:
+    """The grouping keys and the baseline (key, value) of the seed/instance aggregation, checked against the
+    trials before anything is written. Returns (keys, baseline or None, whether the baseline is the default)."""
+    if group_by is not None:
+        keys = [k.strip() for k in group_by.split(",")]
+        if not all(keys):
+            raise UserError(f"--group-by {group_by}: expected KEY[,KEY...], comma-separated dotted config keys")
+        for k in keys:
+            check_key("--group-by", k, sweep.trials)
+        keys = list(dict.fromkeys(keys))
+    else:
+        vary = set(varying_keys(trials))
+        keys = [k for k in tuned_columns(sweep, trials) if k in vary and not is_replicate_key(k)]
+    if baseline is None:
+        key, value = AUTO_BASELINE
+        values = [t.params.get(key) for t in trials]
+        if (key in keys and len(set(values)) > 1 and any(same_value(v, value) for v in values)
+                and dist_kind(sweep, key) in ("categorical", "")):  # a continuous range hits 0 by chance only
+            return keys, AUTO_BASELINE, True
+        return keys, None, False
+    if baseline.strip().lower() == "none":
+        return keys, None, False
+    key, sep, text = (x.strip() for x in baseline.partition("="))
+    if not sep or not key or not text:
+        raise UserError(f"--baseline {baseline}: expected KEY=VALUE (e.g. git.prob=0), or none")
+    check_key("--baseline", key, sweep.trials)
+    value = parse_value(text)
+    present = list(dict.fromkeys(t.params.get(key) for t in trials))
+    if not any(same_value(v, value) for v in present):
+        from gitune.report_stats import sort_key
+
+        listed = ", ".join(_fmt(v) for v in sorted(present, key=sort_key)[:12])
+        raise UserError(f"--baseline {key}={text}: no reported trial has {key} = {text}; expected one of: {listed}")
+    return (keys if key in keys else [key, *keys]), (key, value), False
+
+
 def metric_sorted(sweep: Sweep, trials: Sequence[Trial]) -> list[Trial]:
     """By the sweep's metric and mode; trials without it last."""
     sign = -1.0 if sweep.mode == "max" else 1.0
@@ -523,6 +583,10 @@ class Plan:
     top: int
     finished_only: bool
     no_counts: list[str]
+    group_keys: list[str] = field(default_factory=list)  # trials with the same values are one group
+    baseline: tuple[str, Any] | None = None  # (key, parsed value) of the baseline group
+    baseline_auto: bool = False  # chosen by default, not by --baseline
+    group_by_given: bool = False  # --group-by, not the default grouping
 
 
 def run(args: argparse.Namespace) -> int:
@@ -541,11 +605,13 @@ def run(args: argparse.Namespace) -> int:
             check_key(option, key, sweep.trials)
     color_key = args.color_by or default_color_by(analysed)
     param = args.param or default_param(sweep, analysed)
+    group_keys, baseline, auto = grouping(args.group_by, args.baseline, sweep, analysed)
     out = Path(args.out) if args.out else Path("reports") / safe_name(sweep.experiment)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file; expected a folder (created or replaced)")
     no_counts = load_class_counts(client, analysed)
-    plan = Plan(sweep, analysed, color_key, param, args.top, args.finished_only, no_counts)
+    plan = Plan(sweep, analysed, color_key, param, args.top, args.finished_only, no_counts, group_keys, baseline,
+                auto, args.group_by is not None)
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -591,6 +657,7 @@ def write_report(plan: Plan, d: Path) -> str:
     ranked = metric_sorted(sweep, plan.analysed)
     md = _header(plan, counts)
     md += _tables(plan, ranked, d)
+    md += _groups_section(plan, d)
     scatter_md, rho = _per_class_section(plan, d)
     md += scatter_md
     md += _few_shot_section(plan, d)
@@ -662,6 +729,163 @@ def _tables(plan: Plan, ranked: list[Trial], d: Path) -> list[str]:
             "Accuracies are fractions of 1; eKLD and G-EED in nats (lower = more invariant); Spearman(size, eKLD) "
             "is negative when invariance fails to transfer to small classes. Full precision: "
             "[best_trials.csv](best_trials.csv); every trial, errored ones included: [trials.csv](trials.csv).\n"]
+
+
+def _groups_section(plan: Plan, d: Path) -> list[str]:
+    """The headline metrics per group, pooled over seeds and instances, and paired differences against the
+    baseline: groups.csv, paired.csv, groups.png and their Markdown. The sweep's answer with its uncertainty."""
+    from gitune import report_plots as rp
+    from gitune import report_stats as rs
+
+    trials, keys = plan.analysed, plan.group_keys
+    md = ["## Groups pooled over seeds and instances\n"]
+    metrics = rs.headline_metrics(trials)
+    if not metrics:
+        return md + ["_Skipped: no trial recorded a headline metric (balanced, many/medium/few-shot accuracy, "
+                     "eKLD)._\n"]
+    pooled = [k for k in varying_keys(trials) if k not in keys]
+    groups = rs.aggregate(trials, keys, metrics)
+    md += _groups_table(plan, groups, metrics, pooled, d)
+    pairings = None
+    if plan.baseline:
+        pairings = rs.compare(groups, keys, *plan.baseline, pooled, metrics)
+        md += _paired_table(plan, pairings, metrics, pooled, d)
+    rp.save(_groups_figure(plan, groups, pairings, metrics), d / "groups.png")
+    return md[:1] + ["![group means and paired differences with 95 % CIs](groups.png)\n"] + md[1:]
+
+
+def _group_label(keys: Sequence[str], values: Sequence[Any]) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in zip(keys, values)) or "all trials"
+
+
+def _is_base(plan: Plan, values: Sequence[Any]) -> bool:
+    return plan.baseline is not None and same_value(values[plan.group_keys.index(plan.baseline[0])],
+                                                     plan.baseline[1])
+
+
+def _groups_table(plan: Plan, groups: list, metrics: list[str], pooled: list[str], d: Path) -> list[str]:
+    """groups.csv (one row per group and metric, full precision) and a Markdown table (one row per group)."""
+    keys = plan.group_keys
+    rows = [[*[_num(v) for v in g.values], _group_label(keys, g.values), len(g.trials),
+             "yes" if _is_base(plan, g.values) else "", m, s.n, _num(s.mean), _num(s.sd), _num(s.low), _num(s.high)]
+            for g in groups for m, s in g.stats.items()]
+    (d / "groups.csv").write_text(_csv([*keys, "group", "trials", "baseline", "metric", "n", "mean", "sd",
+                                        "ci_low", "ci_high"], rows))
+    base_i = keys.index(plan.baseline[0]) if plan.baseline else -1
+    md_rows = [[*([_fmt(v) + (" (baseline)" if i == base_i and _is_base(plan, g.values) else "")
+                   for i, v in enumerate(g.values)] or ["all trials"]),
+                len(g.trials), *[_mean_ci(g.stats[m], len(g.trials)) for m in metrics]] for g in groups]
+    chosen = "`--group-by`" if plan.group_by_given else "every varying tuned key but seeds and instances"
+    md = [f"Trials grouped by {_keys_text(keys) or 'nothing (no tuned parameter varies)'} ({chosen}); pooled over "
+          f"{_keys_text(pooled) or 'nothing'}. Each cell: mean ± sd [95 % confidence interval of the mean, Student "
+          f"t] of each trial's last reported value over the group's trials; n when fewer trials recorded the "
+          f"metric; a single trial has no interval. {_source_text(metrics)}Data: [groups.csv](groups.csv).\n",
+          _md_table([*(keys or ["group"]), "trials", *[HEADLINE_TITLES.get(m, m) for m in metrics]], md_rows)]
+    if any(t.early for t in plan.analysed):
+        md.append("Trials stopped early count with the values of the epoch they stopped at (`--finished-only` "
+                  "leaves them out).\n")
+    if all(len(g.trials) == 1 for g in groups):
+        coarse = [k for k in keys if treat_as_categorical(plan.sweep, k, [t.params.get(k) for t in plan.analysed])]
+        hint = f", e.g. `--group-by {','.join(coarse)}`" if coarse and len(coarse) < len(keys) else ""
+        md.append(f"_Every group has a single trial, so nothing is pooled: choose coarser groups with "
+                  f"`--group-by`{hint}._\n")
+    return md
+
+
+def _paired_table(plan: Plan, pairings: list, metrics: list[str], pooled: list[str], d: Path) -> list[str]:
+    """paired.csv (one row per non-baseline group and metric) and its Markdown table."""
+    keys, (key, value) = plan.group_keys, plan.baseline
+    rows, md_rows = [], []
+    for pr in pairings:
+        label = _group_label(keys, pr.group.values)
+        base = _group_label(keys, pr.baseline.values) if pr.baseline else "none"
+        for j, m in enumerate(metrics):
+            s = pr.stats[m]
+            rows.append([*[_num(v) for v in pr.group.values], label, base, len(pr.group.trials), len(pr.pairs),
+                         len(pr.unpaired), m, s.n, _num(s.mean), _num(s.sd), _num(s.low), _num(s.high), _num(s.p)])
+            first = j == 0
+            md_rows.append([label if first else "", base if first else "", len(pr.unpaired) if first else "",
+                            HEADLINE_TITLES.get(m, m), s.n, _signed(s.mean), _fmt(s.sd, "–") if s.n > 1 else "–",
+                            _interval(s, signed=True), _p(s.p)])
+    (d / "paired.csv").write_text(_csv([*keys, "group", "baseline_group", "trials", "pairs", "unpaired", "metric",
+                                        "n", "mean_diff", "sd", "ci_low", "ci_high", "p"], rows))
+    how = ("chosen by default: git.prob varies and includes 0, the arm without GIT; `--baseline KEY=VALUE` for "
+           "another, `--baseline none` for none") if plan.baseline_auto else "`--baseline`"
+    match = _keys_text([*pooled, *[k for k in keys if k != key]])
+    md = [f"### Paired differences against `{key}={_fmt(value)}` ({how})\n",
+          f"Each trial pairs with the baseline trial that has the same {match or 'settings'}; Δ = trial − "
+          f"baseline: Δ > 0 is higher than the baseline (better for accuracies; worse for eKLD, where lower is "
+          f"more invariant). Mean Δ ± sd, its 95 % t-interval and the two-sided paired t-test p over the pairs "
+          f"that recorded the metric. Trials without a partner are left out and counted as unpaired. Data: "
+          f"[paired.csv](paired.csv).\n"]
+    if not pairings:
+        return md + [f"_No group other than `{key}={_fmt(value)}` to compare._\n"]
+    return md + [_md_table(["group", "baseline", "unpaired", "metric", "pairs", "mean Δ", "sd", "95 % CI", "p"],
+                           md_rows)]
+
+
+def _groups_figure(plan: Plan, groups: list, pairings: list | None, metrics: list[str]):
+    """Per metric, the group means with their CIs and the paired differences (when a baseline is set)."""
+    from gitune import report_plots as rp
+    from gitune.report_stats import metric_values
+
+    keys = plan.group_keys
+
+    def means(m: str) -> list:
+        return [rp.Interval(_group_label(keys, g.values) + (" (baseline)" if _is_base(plan, g.values) else ""),
+                            g.stats[m].mean, g.stats[m].low, g.stats[m].high, metric_values(g.trials, m))
+                for g in groups]
+
+    def deltas(m: str) -> list | None:
+        if pairings is None:
+            return None
+        return [rp.Interval(_group_label(keys, pr.group.values), pr.stats[m].mean, pr.stats[m].low,
+                            pr.stats[m].high, pr.diffs[m]) for pr in pairings]
+
+    right = f"paired Δ vs {plan.baseline[0]}={_fmt(plan.baseline[1])}, 95 % CI (dots: pairs)" if plan.baseline else ""
+    return rp.intervals_grid([(HEADLINE_TITLES.get(m, m), means(m), deltas(m)) for m in metrics],
+                             "group mean, 95 % CI (dots: trials)", right,
+                             f"Groups pooled over seeds and instances: {plan.sweep.experiment}, "
+                             f"{len(plan.analysed)} trials")
+
+
+def _keys_text(keys: Sequence[str]) -> str:
+    return ", ".join(f"`{k}`" for k in keys)
+
+
+def _source_text(metrics: Sequence[str]) -> str:
+    """Say where the accuracies come from when it is not the test split."""
+    val = [m for m in metrics if m.startswith("val/")]
+    if not val:
+        return ""
+    return (f"From the validation split, as no trial recorded its test/ counterpart: "
+            f"{', '.join(f'`{m}`' for m in val)}. ")
+
+
+def _mean_ci(s, trials: int) -> str:
+    if s.n == 0:
+        return "–"
+    n = f" (n={s.n})" if s.n != trials else ""
+    if s.n == 1:
+        return f"{s.mean:.4g}{n}"
+    return f"{s.mean:.4g} ± {s.sd:.2g} {_interval(s)}{n}"
+
+
+def _interval(s, signed: bool = False) -> str:
+    if not (math.isfinite(s.low) and math.isfinite(s.high)):
+        return "–"
+    f = _signed if signed else (lambda v: f"{v:.4g}")
+    return f"[{f(s.low)}, {f(s.high)}]"
+
+
+def _signed(v: float) -> str:
+    return f"{v:+.4g}" if _finite(v) else "–"
+
+
+def _p(p: float) -> str:
+    if not _finite(p):
+        return "–"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _per_class_section(plan: Plan, d: Path) -> tuple[list[str], float]:

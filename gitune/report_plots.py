@@ -1,5 +1,5 @@
 """Figures of `python -m gitune.report`: pooled per-class values vs class size, few-shot accuracy against a
-tuned parameter, and parameter importances.
+tuned parameter, parameter importances, and group means and paired differences with their confidence intervals.
 
 Plain matplotlib (Agg) figures; the caller saves them. Inputs are plain lists, so the figures can be drawn
 without MLflow.
@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 FEW_MAX, MANY_MIN = 20, 100  # shot groups: few < 20 training images, many > 100 (SCIENCE §2)
 
@@ -261,3 +261,65 @@ def _ordered_categories(values: list) -> list:
 def save(fig, path) -> None:
     fig.savefig(path)
     plt.close(fig)
+
+
+@dataclass
+class Interval:
+    """One row of a forest plot: a mean with its confidence interval (NaN: none) and the values behind it."""
+
+    label: str
+    mean: float
+    low: float
+    high: float
+    points: list[float]
+
+
+def intervals_grid(rows: Sequence[tuple[str, Sequence[Interval], Sequence[Interval] | None]], left_title: str,
+                   right_title: str, title: str):
+    """Forest plots, one row of panels per metric: each group's mean with its 95 % CI and its trials as small
+    dots (left), and, when a row has them, paired differences against the baseline with a line at zero
+    (right). Groups are listed top to bottom in the order given."""
+    paired = any(right is not None for _, _, right in rows)
+    heights = [max(1.3, 0.34 * max(len(left), len(right or [])) + 0.75) for _, left, right in rows]
+    fig, axes = plt.subplots(len(rows), 2 if paired else 1, figsize=(11.0 if paired else 6.4, sum(heights) + 0.6),
+                             dpi=110, squeeze=False, gridspec_kw={"height_ratios": heights})
+    for r, (metric, left, right) in enumerate(rows):
+        _forest(axes[r][0], left, metric, "tab:blue", zero=False)
+        if r == 0:
+            axes[r][0].set_title(left_title, fontsize=9, loc="left")
+        if paired:
+            if right:
+                _forest(axes[r][1], right, f"Δ {metric}", "tab:red", zero=True)
+            else:
+                axes[r][1].axis("off")
+            if r == 0:
+                axes[r][1].set_title(right_title, fontsize=9, loc="left")
+    fig.suptitle(title, fontsize=10, x=0.01, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    return fig
+
+
+def _forest(ax, items: Sequence[Interval], xlabel: str, colour: str, zero: bool) -> None:
+    """Horizontal intervals, first item on top; dots for the individual values, a dashed line at 0 if asked."""
+    rng = np.random.default_rng(0)
+    n = len(items)
+    for i, it in enumerate(items):
+        y = n - 1 - i
+        pts = [p for p in it.points if math.isfinite(p)]
+        if pts:
+            ax.scatter(pts, y + rng.uniform(-0.12, 0.12, len(pts)), s=10, color="0.55", alpha=0.7, zorder=2,
+                       linewidths=0)
+        if math.isfinite(it.low) and math.isfinite(it.high):
+            ax.plot([it.low, it.high], [y, y], color=colour, linewidth=2.0, zorder=3, solid_capstyle="butt")
+            ax.plot([it.low, it.high], [y, y], linestyle="none", marker="|", markersize=9, color=colour, zorder=3)
+        if math.isfinite(it.mean):
+            ax.plot([it.mean], [y], marker="D", markersize=5.5, color=colour, markeredgecolor="white", zorder=4)
+    if zero:
+        ax.axvline(0.0, color="0.3", linestyle="--", linewidth=1.0, zorder=1)
+    ax.set_yticks(range(n))
+    ax.set_yticklabels([it.label for it in reversed(items)], fontsize=8)
+    ax.set_ylim(-0.6, n - 0.4)
+    ax.set_xlabel(xlabel, fontsize=8.5)
+    ax.xaxis.set_major_locator(MaxNLocator(6))
+    ax.tick_params(axis="x", labelsize=8)
+    ax.grid(True, axis="x", alpha=0.3)
