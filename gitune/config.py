@@ -115,6 +115,8 @@ GENERATOR_DEFAULTS: dict[str, Any] = {
     "w_recon_c": 1.0,
     "report_every": 500,
     "grid_every": 2000,
+    "fid_images": 128,  # held-out clean validation images for the fidelity metrics at every report
+    "fid_draws": 4,  # styles (and nuisance draws) per image for them
     "seed": 0,
     "threads": None,
 }
@@ -279,6 +281,8 @@ def _schema() -> dict[str, Check]:
         "generator.w_recon_c": float_range(0.0),
         "generator.report_every": int_range(1),
         "generator.grid_every": int_range(0),
+        "generator.fid_images": int_range(1, 100_000),
+        "generator.fid_draws": int_range(2, 64),
         "generator.seed": int_range(0),
         "generator.threads": int_range(1, 1024, nullable=True),
     }

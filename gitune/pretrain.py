@@ -4,8 +4,9 @@ Order of preference: `generator.checkpoint` (a file, a folder holding generator.
 `runs:/<run_id>` URI); else the cache `<storage>/generators/<key>/generator.pt`, where key hashes the
 data config and the generator block, so running the same sweep again reuses the generator; else
 pretraining as Tune trial(s) of `trainables.generator`, whose best checkpoint (by `generator.metric`)
-fills the cache. The result is a payload (architecture + CPU weights) that the sweep hands to every
-classifier trial through the Ray object store.
+fills the cache (its fidelity metrics fid/* go into the cache's info.json and are printed again on reuse).
+The result is a payload (architecture + CPU weights) that the sweep hands to every classifier trial
+through the Ray object store.
 """
 
 from __future__ import annotations
@@ -141,6 +142,26 @@ def cached_file(root: str, key: str) -> str | None:
     return str(local)
 
 
+def cached_info(root: str, key: str) -> dict[str, Any]:
+    """The info.json stored beside a cached generator ({} when missing or unreadable)."""
+    fs, path = storage.filesystem(cache_path(root, key))
+    try:
+        with fs.open_input_stream(f"{path.rsplit('/', 1)[0]}/info.json") as src:
+            info = json.loads(src.read().decode())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def fidelity_line(fidelity: dict[str, float], metric: str, mode: str) -> str:
+    """The chosen generator's fidelity in one line, with T's reference values and the selection metric."""
+    from gitune.metrics.generator_fidelity import fidelity_summary
+
+    if not fidelity:
+        return "fidelity: not recorded (a generator cached before gitune measured it)"
+    return f"fidelity: {fidelity_summary(fidelity)}; chosen by {metric} ({mode})"
+
+
 def store_in_cache(local_file: str, root: str, key: str, info: dict[str, Any]) -> str:
     """Copy the chosen generator into the cache: written to a temporary name, then moved, so a crash
     never leaves a half-written file that a later run would take for a finished generator."""
@@ -172,8 +193,10 @@ def stage_spec(spec):
                      space=copy.deepcopy(block["space"]), source=spec.source)
 
 
-def pretrain(spec, run_dir: str, ctx, resume: bool, interrupted) -> tuple[str, str | None]:
-    """Run the generator trials under Tune; returns (local generator.pt of the best trial, its MLflow run id)."""
+def pretrain(spec, run_dir: str, ctx, resume: bool,
+             interrupted) -> tuple[str, str | None, dict[str, float]]:
+    """Run the generator trials under Tune; returns (local generator.pt of the best trial, its MLflow run id,
+    its last fid/* metrics)."""
     from ray import tune
 
     from gitune.spaces import param_space, search_algorithm
@@ -184,9 +207,10 @@ def pretrain(spec, run_dir: str, ctx, resume: bool, interrupted) -> tuple[str, s
     trainable = tune.with_resources(tune.with_parameters(train_generator, tracking=ctx),
                                     {"cpu": gspec.resources["cpu"], "gpu": gspec.resources["gpu"]})
     stage_dir = f"{run_dir}/generator"
+    columns = {"iteration": "iter", "loss/recon_x": "recon_x", "loss/gen_adv": "gen_adv", "loss/dis": "dis"}
+    columns.setdefault(gspec.metric, gspec.metric.split("/", 1)[-1])
     reporter = tune.CLIReporter(
-        metric_columns={"iteration": "iter", "loss/recon_x": "recon_x", "loss/gen_adv": "gen_adv",
-                        "loss/dis": "dis", "perf/img_per_s": "img/s"},
+        metric_columns={**columns, "perf/img_per_s": "img/s"},
         parameter_columns=[k.replace(".", "/") for k in gspec.space], max_report_frequency=15)
     if resume and storage.is_file(f"{stage_dir}/tuner.pkl"):
         tuner = tune.Tuner.restore(stage_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
@@ -219,7 +243,10 @@ def pretrain(spec, run_dir: str, ctx, resume: bool, interrupted) -> tuple[str, s
             raise StageFailed(f"generator stage: the best trial's last checkpoint has no {GENERATOR_FILE}")
         local.write_bytes(src.read_bytes())
     found = find_trial_run(ctx, best.metrics.get("trial_id", "")) if ctx is not None else None
-    return str(local), (found.info.run_id if found is not None else None)
+    fidelity = {k: float(v) for k, v in best.metrics.items() if k.startswith("fid/")}
+    print(f"gitune: generator: chose trial {best.metrics.get('trial_id', '?')} of {len(ok)} by {gspec.metric} "
+          f"({gspec.mode}) = {best.metrics[gspec.metric]:.4g}; {fidelity_line(fidelity, gspec.metric, gspec.mode)}")
+    return str(local), (found.info.run_id if found is not None else None), fidelity
 
 
 def prepare_generator(spec, root: str, run_dir: str, ctx, resume: bool, image_shape, interrupted,
@@ -235,12 +262,14 @@ def prepare_generator(spec, root: str, run_dir: str, ctx, resume: bool, image_sh
         local = cached_file(root, key)
         if local is not None:
             payload, how = read_generator_file(local, f"{where} cache"), "cached"
-            print(f"gitune: generator: reusing {cache_path(root, key)} (key {key})")
+            info = cached_info(root, key)
+            print(f"gitune: generator: reusing {cache_path(root, key)} (key {key}); "
+                  f"{fidelity_line(info.get('fidelity') or {}, spec.generator['metric'], spec.generator['mode'])}")
         else:
             print(f"gitune: generator: no cached generator for key {key}; pretraining it first")
-            local, run_id = pretrain(spec, run_dir, ctx, resume, interrupted)
+            local, run_id, fidelity = pretrain(spec, run_dir, ctx, resume, interrupted)
             info = {"key": key, "data": spec.config["data"], "generator": spec.generator, "mlflow_run_id": run_id,
-                    "sweep": spec.name, "run_dir": run_dir}
+                    "sweep": spec.name, "run_dir": run_dir, "fidelity": fidelity}
             uri = store_in_cache(local, root, key, info)
             payload, how = read_generator_file(local, where), "trained"
             payload["source"] = uri

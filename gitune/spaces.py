@@ -60,13 +60,21 @@ TOP_KEYS = {
     "space": "tuned trial config",
     "generator": "the generator stage (GIT)",
 }
-# Reported by the generator trainable; `generator.metric` picks the checkpoint among generator trials.
-GENERATOR_METRICS = ("loss/recon_x", "loss/recon_s", "loss/recon_c", "loss/gen_adv", "loss/gen_total", "loss/dis")
+# Reported by the generator trainable; `generator.metric` picks the checkpoint among generator trials, in
+# the mode given here unless the block sets one. The losses do not say whether the nuisance was learned (an
+# identity map minimises loss/recon_x); the fidelity metrics (gitune/metrics/generator_fidelity.py) do.
+GENERATOR_METRICS: dict[str, str] = {
+    "fid/nuisance_ed": "min", "fid/nuisance_ed_feat": "min",  # need config.data.nuisance
+    "fid/style_x_content": "max", "fid/style_effect": "max", "fid/content": "max",
+    "loss/recon_x": "min", "loss/recon_s": "min", "loss/recon_c": "min", "loss/gen_adv": "min",
+    "loss/gen_total": "min", "loss/dis": "min",
+}
+NUISANCE_METRICS = ("fid/nuisance_ed", "fid/nuisance_ed_feat")
 GENERATOR_BLOCK: dict[str, Any] = {
     "checkpoint": None,  # a generator.pt file/folder or runs:/<run_id>: skips pretraining
     "num_samples": 1,
-    "metric": "loss/recon_x",
-    "mode": "min",
+    "metric": None,  # default: fid/nuisance_ed with a data.nuisance, else fid/style_x_content
+    "mode": None,  # default: the metric's own (GENERATOR_METRICS)
     "search": {"type": "random", "seed": 0},
     "resources": None,  # default: the classifier trials' resources
     "config": None,
@@ -201,7 +209,8 @@ def build_spec(raw: dict[str, Any], where: str) -> SweepSpec:
     space = _parse_space(raw.get("space"), where)
     C.validate_config(cfg, f"{where}: config", tuned=set(space))
     _check_subs(subs, cfg, space, where)
-    generator = _generator_block(raw.get("generator"), subs["resources"], where)
+    generator = _generator_block(raw.get("generator"), subs["resources"], where,
+                                 has_nuisance=_has_nuisance(cfg, space))
     spec = SweepSpec(name=name.strip(), trainable=trainable, metric=metric, mode=mode,
                      num_samples=num_samples, config=cfg, space=space, description=desc,
                      source=where, generator=generator, **subs)
@@ -211,7 +220,30 @@ def build_spec(raw: dict[str, Any], where: str) -> SweepSpec:
     return spec
 
 
-def _generator_block(block: Any, resources: dict[str, Any], where: str) -> dict[str, Any] | None:
+def _has_nuisance(cfg: dict[str, Any], space: dict[str, Any]) -> bool:
+    """Whether the data carries a known nuisance T (a tuned one counts: _check_git rejects it later)."""
+    return any(v for v in cfg["data"]["nuisance"].values()) or any(k.startswith("data.nuisance.") for k in space)
+
+
+def _generator_metric(out: dict[str, Any], has_nuisance: bool, w: str) -> None:
+    """Fill metric and mode: by default the fidelity to the true nuisance when the data has one (else the
+    style × content proxy); a metric given without a mode brings its own mode."""
+    metric = out["metric"]
+    if metric is None:
+        metric = "fid/nuisance_ed" if has_nuisance else "fid/style_x_content"
+    if not isinstance(metric, str) or metric not in GENERATOR_METRICS:
+        raise UserError(f"{w}.metric: expected one of: {', '.join(GENERATOR_METRICS)}, got {metric!r}")
+    if metric in NUISANCE_METRICS and not has_nuisance:
+        raise UserError(f"{w}.metric: {metric} compares the generator with the data's true nuisance, but "
+                        f"config.data.nuisance sets none (use fid/style_x_content)")
+    mode = GENERATOR_METRICS[metric] if out["mode"] is None else out["mode"]
+    if mode not in ("max", "min"):
+        raise UserError(f"{w}.mode: expected max or min, got {mode!r}")
+    out["metric"], out["mode"] = metric, mode
+
+
+def _generator_block(block: Any, resources: dict[str, Any], where: str,
+                     has_nuisance: bool = False) -> dict[str, Any] | None:
     """The `generator:` block: a checkpoint to use, or the config (and optional small space) to pretrain."""
     if block is None:
         return None
@@ -228,10 +260,7 @@ def _generator_block(block: Any, resources: dict[str, Any], where: str) -> dict[
         raise UserError(f"{w}.checkpoint: expected a path to generator.pt or runs:/<run_id>, got {ckpt!r}")
     if not C._is_int(out["num_samples"]) or out["num_samples"] < 1:
         raise UserError(f"{w}.num_samples: expected an integer ≥ 1, got {out['num_samples']!r}")
-    if out["metric"] not in GENERATOR_METRICS:
-        raise UserError(f"{w}.metric: expected one of: {', '.join(GENERATOR_METRICS)}, got {out['metric']!r}")
-    if out["mode"] not in ("max", "min"):
-        raise UserError(f"{w}.mode: expected max or min, got {out['mode']!r}")
+    _generator_metric(out, has_nuisance, w)
     search = out["search"] if isinstance(out["search"], dict) else None
     if search is None or set(search) - {"type", "seed"} or search.get("type", "random") not in SEARCHERS:
         raise UserError(f"{w}.search: expected {{type: {'|'.join(SEARCHERS)}, seed: N}}, got {out['search']!r}")

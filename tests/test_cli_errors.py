@@ -129,6 +129,11 @@ def _cases(tmp: Path):
         ("generator unknown key", gen_block("config: {dims: 8}"), [], ["generator.config.dims", "unknown key"]),
         ("generator bad value", gen_block("config: {iterations: 0}"), [], ["generator.config.iterations"]),
         ("generator bad metric", gen_block("metric: val/bal_acc"), [], ["generator.metric"]),
+        ("generator unknown fidelity metric", gen_block("metric: fid/nuisance"), [],
+         ["generator.metric", "fid/nuisance", "fid/nuisance_ed"]),
+        ("generator nuisance metric without a nuisance", gen_block("metric: fid/nuisance_ed_feat"), [],
+         ["generator.metric", "fid/nuisance_ed_feat", "config.data.nuisance"]),
+        ("generator bad mode", gen_block("metric: fid/content\n  mode: maximum"), [], ["generator.mode", "maximum"]),
         ("generator too deep", gen_block("config: {n_downsample: 4}"), [], ["generator.n_downsample"]),
         ("generator tuned data", gen_block("config: {iterations: 2}") + "space:\n  data.instance: {choice: [0, 1]}\n",
          [], ["space.data.instance", "generator"]),
@@ -205,10 +210,10 @@ def _generator_file(path: Path, channels: int, declared_dim: int | None = None) 
 
 
 def test_case_list_matches_parametrization(tmp_path):
-    assert len(_cases(tmp_path)) == 63  # keep in step with range(63) below; ≥ 30 bad inputs
+    assert len(_cases(tmp_path)) == 66  # keep in step with range(66) below; ≥ 30 bad inputs
 
 
-@pytest.mark.parametrize("index", range(63))
+@pytest.mark.parametrize("index", range(66))
 def test_bad_input_one_line_exit_2_nothing_written(index, tmp_path, monkeypatch, capsys):
     cases = _cases(tmp_path)
     name, text, extra, needles = cases[index]

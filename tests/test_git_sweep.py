@@ -64,6 +64,10 @@ def test_generator_stage_git_trials_reuse_and_baseline(tmp_path, ray_session, ca
     assert len(gens) == 1 and gens[0].info.status == "FINISHED"
     gen_run = gens[0]
     assert [s for s, _ in history(client, gen_run, "loss/recon_x")] == [3, 6]
+    for key in ("fid/nuisance_ed", "fid/nuisance_ed_feat", "fid/style_effect", "fid/content", "fid/content_true"):
+        assert [s for s, _ in history(client, gen_run, key)] == [3, 6], key  # rotation: chosen by fid/nuisance_ed
+    chosen = next(line for line in out.splitlines() if "chose trial" in line)
+    assert "chosen by fid/nuisance_ed (min)" in chosen
     samples = [a.path for a in client.list_artifacts(gen_run.info.run_id, "samples")]
     assert samples == ["samples/iter_0000003.png", "samples/iter_0000006.png"]
     assert [a.path for a in client.list_artifacts(gen_run.info.run_id, "generator")] == ["generator/generator.pt"]
@@ -90,7 +94,8 @@ def test_generator_stage_git_trials_reuse_and_baseline(tmp_path, ray_session, ca
     # The same sweep again: the cached generator is reused, no second generator run.
     rc, client = run(tmp_path, space)
     assert rc == 0
-    assert "reusing" in capsys.readouterr().out
+    reused = next(line for line in capsys.readouterr().out.splitlines() if "reusing" in line)
+    assert chosen.split("; ", 1)[1] in reused  # the stored fidelity, printed again
     assert len(runs(client, "git", "tags.stage = 'generator'")) == 1
     newest = runs(client, "git", "tags.`gitune.role` = 'sweep'")[0]
     assert newest.data.tags["gitune.generator"] == "cached"

@@ -4,7 +4,9 @@ Class-agnostic: labels are used only to sample classes evenly (weight 1/n_c per 
 networks. Every `report_every` iterations it reports mean losses with a checkpoint that holds both
 networks, both optimizers and schedules and the RNG, so a restored trial continues where it stopped.
 Its MLflow child run (tag stage=generator) gets sample grids as PNGs and, at the end, the generator
-weights in the file format `generator.checkpoint` reads.
+weights in the file format `generator.checkpoint` reads. Every report also carries the generator's
+fidelity metrics (fid/*, gitune/metrics/generator_fidelity.py) on fixed held-out clean validation images,
+because the losses cannot tell a generator that learned the nuisance from one that ignores its style.
 """
 
 from __future__ import annotations
@@ -23,17 +25,19 @@ from gitune.config import flatten
 from gitune.data.augment import to_float
 from gitune.data.dataset import build_dataset
 from gitune.errors import UserError
+from gitune.metrics.generator_fidelity import measure_fidelity, nuisance_synthesizer
 from gitune.models import count_parameters
 from gitune.models.munit import MUNIT_DEFAULTS, build_munit, munit_check
 from gitune.pretrain import GENERATOR_FILE, export_generator
 from gitune.tracking import TrackingContext, TrialRun
 from gitune.trainables.classifier import pick_device
-from gitune.training.git import to_generator_range
+from gitune.training.git import generate, to_generator_range
 from gitune.training.munit import build_munit_optimizers, munit_step, sample_grid
 
 STATE_FILE = "state.pt"
 LOSS_KEYS = ("loss/dis", "loss/gen_total", "loss/gen_adv", "loss/recon_x", "loss/recon_s", "loss/recon_c")
 GRID_ROWS, GRID_STYLES = 8, 6
+FID_STREAM = 29  # the fidelity RNG is seeded from generator.seed · 1000 + this (training uses + 17)
 
 
 def arch_of(gc: dict[str, Any]) -> dict[str, Any]:
@@ -55,6 +59,30 @@ def _grid_png(gen, images: torch.Tensor, seed: int):
     grid = sample_grid(gen, images, GRID_STYLES, rng)
     arr = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return arr[..., 0] if arr.shape[-1] == 1 else arr
+
+
+def fidelity_indices(labels: torch.Tensor, num_classes: int, n: int) -> torch.Tensor:
+    """The first n images in class round-robin order (image 0 of every class, then image 1, …): balanced
+    over classes and the same set at every report, so values are comparable across iterations."""
+    rank = torch.zeros_like(labels)
+    for c in range(num_classes):
+        where = torch.nonzero(labels == c).flatten()
+        rank[where] = torch.arange(len(where))
+    order = torch.argsort(rank * num_classes + labels, stable=True)
+    return order[:n]
+
+
+def measure_generator(gen, images01: torch.Tensor, truth, gc: dict[str, Any]) -> dict[str, float]:
+    """Fidelity of the current generator in eval mode, with an RNG of its own, re-seeded every time: the
+    training RNG is untouched (resume stays exact) and every report draws the same styles."""
+    rng = torch.Generator(device=images01.device).manual_seed(gc["seed"] * 1000 + FID_STREAM)
+    was_training = gen.training
+    gen.eval()
+    try:
+        return measure_fidelity(lambda x01, r: generate(gen, x01, r), images01, rng, truth=truth,
+                                draws=gc["fid_draws"])
+    finally:
+        gen.train(was_training)
 
 
 def train_generator(config: dict[str, Any], tracking: TrackingContext | None = None) -> None:
@@ -82,6 +110,10 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
     counts = torch.bincount(labels, minlength=data.num_classes).clamp_min(1)
     sample_weights = (1.0 / counts.double())[labels].float()  # class-balanced: every class equally often
     grid_set = to_generator_range(to_float(images[grid_images(data.train.labels, data.class_counts).to(device)]))
+    held_out = data.clean_val
+    fid_set = to_float(held_out.images[fidelity_indices(held_out.labels, data.num_classes, gc["fid_images"])]
+                       .to(device))
+    truth = nuisance_synthesizer(data.nuisance) if data.nuisance else None
 
     start = 0
     checkpoint = tune.get_checkpoint()
@@ -134,6 +166,7 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
             if run is not None:
                 run.set_tags({"gitune.error": reason})
             raise FloatingPointError(reason)
+        metrics.update(measure_generator(gen, fid_set, truth, gc))
         if run is not None:
             run.log_metrics(metrics, step=done)
             grid_every = gc["grid_every"]
