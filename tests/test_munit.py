@@ -1,9 +1,10 @@
-"""MUNIT generator/discriminator (SCIENCE §4): shapes, style use, RNG control, training steps, size checks."""
+"""MUNIT generator/discriminator (docs/method.md, the generator): shapes, style use, RNG control, training steps, size checks."""
 
 import pytest
 import torch
 
-from gitune.models.munit import MUNIT_DEFAULTS, MunitDiscriminator, MunitGenerator, build_munit, munit_check
+from gitune.models.munit import (MUNIT_DEFAULTS, ImageConv2d, LayerNorm, MunitDiscriminator, MunitGenerator,
+                                 build_munit, instance_norm, munit_check)
 from gitune.training.munit import (MUNIT_LOSS_WEIGHTS, build_munit_optimizers, dis_loss, dis_update, gen_losses,
                                    gen_update, munit_step, sample_grid)
 
@@ -164,3 +165,114 @@ def test_gen_losses_total_is_the_weighted_sum():
     torch.testing.assert_close(default["total"], expected_default)
     with pytest.raises(ValueError, match="recon_cyc"):
         gen_losses(gen, dis, x, style, {"recon_cyc": 1.0})
+
+
+def _reference_step(gen, dis, opt_g, opt_d, x, rng):
+    """munit_step composed of unbatched calls, as it was before batching: the discriminator update
+    encodes x itself; two decoder calls (own style, random style); two discriminator calls (fake, real)."""
+    with torch.no_grad():
+        fake = gen.decode(gen.encode_content(x), gen.random_style(x.shape[0], x.device, rng))
+    opt_d.zero_grad(set_to_none=True)
+    d = x.new_zeros(())
+    for out_fake, out_real in zip(dis(fake), dis(x)):
+        d = d + out_fake.pow(2).mean() + (out_real - 1).pow(2).mean()
+    d.backward()
+    opt_d.step()
+    style = gen.random_style(x.shape[0], x.device, rng)
+    opt_g.zero_grad(set_to_none=True)
+    for p in dis.parameters():
+        p.requires_grad_(False)
+    content, s_own = gen.encode(x)
+    recon_x = (gen.decode(content, s_own) - x).abs().mean()
+    fake = gen.decode(content, style)
+    c_rec, s_rec = gen.encode(fake)
+    recon_s = (s_rec - style).abs().mean()
+    recon_c = (c_rec - content).abs().mean()
+    adv = x.new_zeros(())
+    for out in dis(fake):
+        adv = adv + (out - 1).pow(2).mean()
+    total = adv + 10 * recon_x + recon_s + recon_c
+    total.backward()
+    for p in dis.parameters():
+        p.requires_grad_(True)
+    opt_g.step()
+    return {"loss/dis": d.detach(), "loss/gen_total": total.detach(), "loss/gen_adv": adv.detach(),
+            "loss/recon_x": recon_x.detach(), "loss/recon_s": recon_s.detach(), "loss/recon_c": recon_c.detach()}
+
+
+def _params(gen, dis):
+    return list(gen.parameters()) + list(dis.parameters())
+
+
+def _step_pair(lr):
+    """Two identical (gen, dis) pairs: one with build_munit_optimizers (fused Adam), one with for-loop Adam
+    of the same settings; the same images and RNG streams for both."""
+    new, ref = _tiny(1, 28, disc_scales=2), _tiny(1, 28, disc_scales=2)
+    new_opts = build_munit_optimizers(*new, lr=lr)[:2]
+    ref_opts = [torch.optim.Adam(m.parameters(), lr=lr, betas=(0.5, 0.999), weight_decay=1e-4, foreach=False)
+                for m in ref]
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    return (new, new_opts, torch.Generator().manual_seed(3)), (ref, ref_opts, torch.Generator().manual_seed(3)), x
+
+
+@pytest.fixture
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def test_batched_step_matches_the_unbatched_reference(float64):
+    """munit_step (one encoding of x for both updates, one decoder call for both styles, one discriminator
+    call on real + fake, fused Adam) gives the reference's losses and parameters, step after step.
+
+    In float64: rounding stays far below the tolerance, and Adam does not blow up the rounding noise of
+    grads that are zero in exact arithmetic (biases ahead of an instance norm) into updates of ±lr, as it
+    does in float32 (the float32 test below compares grads instead)."""
+    (new, new_opts, new_rng), (ref, ref_opts, ref_rng), x = _step_pair(lr=1e-3)
+    for _ in range(3):
+        got = munit_step(*new, *new_opts, x, new_rng)
+        want = _reference_step(*ref, *ref_opts, x, ref_rng)
+        for key in want:
+            torch.testing.assert_close(got[key], want[key], rtol=1e-6, atol=0, msg=key)
+        for p, q in zip(_params(*new), _params(*ref)):
+            torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-9)
+    assert got["loss/recon_x"].dtype == torch.float64
+
+
+def test_batched_step_matches_the_unbatched_reference_in_float32():
+    """The same in float32, the training dtype: the losses of two steps (rtol 1e-4), and the grads of the
+    last step (each munit_step leaves the generator's grads of its update, the discriminator's of its own)."""
+    (new, new_opts, new_rng), (ref, ref_opts, ref_rng), x = _step_pair(lr=1e-4)
+    for _ in range(2):
+        got = munit_step(*new, *new_opts, x, new_rng)
+        want = _reference_step(*ref, *ref_opts, x, ref_rng)
+        for key in want:
+            torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=0, msg=key)
+    scale = max(q.grad.abs().max().item() for q in _params(*ref))
+    for p, q in zip(_params(*new), _params(*ref)):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_fast_layers_match_the_torch_layers():
+    """ImageConv2d (channels-last on CPU), instance_norm and LayerNorm (as group norm) compute what
+    nn.Conv2d, F.instance_norm and F.layer_norm + per-channel affine compute, forward and backward."""
+    torch.manual_seed(0)
+    conv = ImageConv2d(16, 3, 7)
+    plain = torch.nn.Conv2d(16, 3, 7)
+    plain.load_state_dict(conv.state_dict())
+    ln = LayerNorm(16)
+    torch.nn.init.normal_(ln.gamma)
+    torch.nn.init.normal_(ln.beta)
+    x = torch.randn(4, 16, 12, 12, requires_grad=True)
+    pairs = [(conv(x), plain(x), [x, conv.weight, conv.bias], [x, plain.weight, plain.bias]),
+             (instance_norm(x), torch.nn.functional.instance_norm(x), [x], [x]),
+             (ln(x), torch.nn.functional.layer_norm(x, x.shape[1:]) * ln.gamma.view(1, -1, 1, 1)
+              + ln.beta.view(1, -1, 1, 1), [x, ln.gamma, ln.beta], [x, ln.gamma, ln.beta])]
+    for fast, slow, fast_in, slow_in in pairs:
+        torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
+        g = torch.randn_like(slow)
+        for a, b in zip(torch.autograd.grad(fast, fast_in, g), torch.autograd.grad(slow, slow_in, g)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        assert fast.is_contiguous()

@@ -1,4 +1,4 @@
-"""MUNIT networks used within one domain: the generative model of GIT (SCIENCE §4).
+"""MUNIT networks used within one domain: the generative model of GIT (docs/method.md, the generator).
 
 The generator splits an image into a spatial *content* code and a small *style* vector; decoding the
 content of an image with a fresh style s ~ N(0, I) changes the nuisance and keeps the class, which is what
@@ -29,8 +29,30 @@ MUNIT_DEFAULTS = {"dim": 64, "style_dim": 8, "n_downsample": 2, "n_res": 4, "mlp
 STYLE_DOWNSAMPLE = 4
 
 
+def instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Normalise each sample's channels over (H, W), without affine: F.instance_norm's result.
+
+    Computed as group norm with one channel per group, the same statistics: on CPU its kernels ran
+    2-7x faster than F.instance_norm's (forward + backward, at the demo generator's sizes)."""
+    return F.group_norm(x, x.shape[1], eps=eps)
+
+
+class InstanceNorm(nn.Module):
+    """instance_norm as a layer: nn.InstanceNorm2d(affine=False) without its slower kernels; no state."""
+
+    def __init__(self, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return instance_norm(x, self.eps)
+
+
 class LayerNorm(nn.Module):
-    """MUNIT's layer norm: normalise each sample over (C, H, W), then a learned per-channel affine."""
+    """MUNIT's layer norm: normalise each sample over (C, H, W), then a learned per-channel affine.
+
+    That is group norm with a single group (per-channel affine included), whose CPU kernels ran about
+    twice as fast as F.layer_norm followed by the affine."""
 
     def __init__(self, channels: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -39,16 +61,32 @@ class LayerNorm(nn.Module):
         self.beta = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.layer_norm(x, x.shape[1:], eps=self.eps)
-        return x * self.gamma.view(1, -1, 1, 1) + self.beta.view(1, -1, 1, 1)
+        return F.group_norm(x, 1, self.gamma, self.beta, self.eps)
+
+
+class ImageConv2d(nn.Conv2d):
+    """A conv that outputs an image (at most 3 channels): the decoder's last one. Channels-last on CPU.
+
+    oneDNN's NCHW kernels are slow for so few output channels (the demo's 16 -> 1 7x7 conv ran at
+    ~4 GFLOP/s, its wide convs at ~50); channels-last ran it 1.5-1.8x faster, forward and backward, two
+    layout copies included (for few *input* channels it does not help). Same weights and parameter
+    names as nn.Conv2d, same result up to float rounding, NCHW output. On CUDA a plain nn.Conv2d."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return super().forward(x)
+        cl = torch.channels_last
+        out = self._conv_forward(x.contiguous(memory_format=cl), self.weight.contiguous(memory_format=cl), self.bias)
+        return out.contiguous()
 
 
 def _conv_block(in_ch: int, out_ch: int, kernel: int, stride: int, pad: int, norm: str = "none",
                 act: str = "relu") -> nn.Sequential:
     """Reflect pad -> conv -> norm ("in", "ln", "none") -> activation ("relu", "lrelu", "tanh", "none")."""
-    layers: list[nn.Module] = [nn.ReflectionPad2d(pad), nn.Conv2d(in_ch, out_ch, kernel, stride)]
+    conv = ImageConv2d if out_ch <= 3 else nn.Conv2d
+    layers: list[nn.Module] = [nn.ReflectionPad2d(pad), conv(in_ch, out_ch, kernel, stride)]
     if norm == "in":
-        layers.append(nn.InstanceNorm2d(out_ch))
+        layers.append(InstanceNorm())
     elif norm == "ln":
         layers.append(LayerNorm(out_ch))
     if act == "relu":
@@ -76,7 +114,7 @@ def adain(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float 
     """Instance-normalise x, then apply a per-sample, per-channel affine (N x C each) given by the style.
 
     As in the reference, the MLP output is used as the scale directly (not 1 + scale)."""
-    x = F.instance_norm(x, eps=eps)
+    x = instance_norm(x, eps)
     return x * scale[:, :, None, None] + shift[:, :, None, None]
 
 
