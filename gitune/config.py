@@ -89,7 +89,7 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
-# The generator stage's own keys (`generator:` block of a space file); SCIENCE §4 sizes and losses.
+# The generator stage's own keys (`generator:` block of a space file); docs/method.md, the generator sizes and losses.
 # Not part of a classifier trial's config: classifier trials receive the trained weights instead.
 GENERATOR_DEFAULTS: dict[str, Any] = {
     "dim": 64,

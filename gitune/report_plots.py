@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
-FEW_MAX, MANY_MIN = 20, 100  # shot groups: few < 20 training images, many > 100 (SCIENCE §2)
+FEW_MAX, MANY_MIN = 20, 100  # shot groups: few < 20 training images, many > 100 (docs/method.md, long-tailed data)
 
 
 @dataclass

@@ -27,7 +27,7 @@ def is_replicate_key(key: str) -> bool:
     return key.rsplit(".", 1)[-1] in REPLICATE_PARTS
 
 
-def _finite(v: Any) -> bool:
+def is_finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -37,10 +37,10 @@ def headline_metrics(trials: Sequence) -> list[str]:
     out = []
     for name in ACCURACIES:
         for key in (f"test/{name}", f"val/{name}"):
-            if any(_finite(t.metrics.get(key)) for t in trials):
+            if any(is_finite(t.metrics.get(key)) for t in trials):
                 out.append(key)
                 break
-    return out + [k for k in INVARIANCE if any(_finite(t.metrics.get(k)) for t in trials)]
+    return out + [k for k in INVARIANCE if any(is_finite(t.metrics.get(k)) for t in trials)]
 
 
 # --------------------------------------------------------------------------------------------------- statistics
@@ -76,7 +76,7 @@ def t_quantile(n: int, level: float = LEVEL) -> float:
 
 
 def summarize(values: Sequence[float], level: float = LEVEL) -> Summary:
-    vals = [float(v) for v in values if _finite(v)]
+    vals = [float(v) for v in values if is_finite(v)]
     n = len(vals)
     if n == 0:
         return Summary(0, math.nan, math.nan, math.nan, math.nan)
@@ -120,7 +120,7 @@ class Group:
 
 def sort_key(v: Any) -> tuple:
     """Numbers in numeric order before everything else in text order (None, booleans and strings)."""
-    return (0, float(v), "") if _finite(v) else (1, 0.0, str(v))
+    return (0, float(v), "") if is_finite(v) else (1, 0.0, str(v))
 
 
 def group_trials(trials: Sequence, keys: Sequence[str]) -> list[Group]:
@@ -211,11 +211,11 @@ def _match(trials: list, bases: list) -> list:
 def differences(pairs: Sequence, metric: str) -> list[float]:
     """trial − baseline trial for each pair where both recorded the metric."""
     return [float(t.metrics[metric]) - float(b.metrics[metric]) for t, b in pairs
-            if _finite(t.metrics.get(metric)) and _finite(b.metrics.get(metric))]
+            if is_finite(t.metrics.get(metric)) and is_finite(b.metrics.get(metric))]
 
 
 def metric_values(trials: Sequence, metric: str) -> list[float]:
-    return [float(t.metrics[metric]) for t in trials if _finite(t.metrics.get(metric))]
+    return [float(t.metrics[metric]) for t in trials if is_finite(t.metrics.get(metric))]
 
 
 def aggregate(trials: Sequence, keys: Sequence[str], metrics: Sequence[str]) -> list[Group]:

@@ -195,6 +195,7 @@ def _run_in_ray(args: argparse.Namespace, spec: SweepSpec, uri: str, root: str, 
         if interrupted(results):
             raise KeyboardInterrupt
         summary = _print_best(spec, results)
+        _print_comparison(spec, results)
         if "best/trial_id" not in summary:
             return 1  # every trial errored: the sweep failed (parent run FAILED)
         status = "FINISHED"
@@ -395,6 +396,19 @@ def _print_best(spec: SweepSpec, results) -> dict[str, Any]:
     for k, v in tuned.items():
         summary[f"best.{k}"] = v
     return summary
+
+
+def _print_comparison(spec: SweepSpec, results) -> None:
+    """Arms pooled over seeds/instances against the git.prob=0 (or aug.oracle_prob=0) arm, when the space
+    has replicates: the answer a GIT-vs-baseline sweep is run for."""
+    from gitune.comparison import Result, comparison_lines
+    from gitune.config import get_dotted
+
+    finished = [Result({k: get_dotted(r.config, k) for k in spec.space}, dict(r.metrics or {}))
+                for r in results if r.error is None]
+    lines = comparison_lines(list(spec.space), finished)
+    if lines:
+        print("\n" + "\n".join(lines))
 
 
 if __name__ == "__main__":

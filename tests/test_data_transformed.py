@@ -1,4 +1,4 @@
-"""Transformed long tails (SCIENCE §2): exact Zipf counts, seeded instances, untransformed copies kept,
+"""Transformed long tails (docs/method.md, long-tailed data): exact Zipf counts, seeded instances, untransformed copies kept,
 the single-transformed-class mode, and the oracle that applies the true nuisance during training."""
 
 import numpy as np
@@ -33,7 +33,7 @@ def _k49_npz(tmp_path, instance, extra=6, size=8):
 
 
 def test_k49_lt_counts_exact_on_npz_and_glyphs(tmp_path):
-    # SCIENCE §2: 49 classes, n_1 = 4800, alpha = 2, floor at 5 -> 7,822 training images.
+    # docs/method.md, long-tailed data: 49 classes, n_1 = 4800, alpha = 2, floor at 5 -> 7,822 training images.
     data = build_dataset(data_cfg(name="npz", path=_k49_npz(tmp_path, 3), instance=3, n_max=4800,
                                   **{k: v for k, v in K49.items() if k != "n_max"}))
     assert sum(data.class_counts) == len(data.train) == 7822

@@ -73,7 +73,7 @@ def color_jitter(x: Tensor, generator: torch.Generator, brightness: float = 0.4,
 
 
 def standard_augment(x: Tensor, generator: torch.Generator) -> Tensor:
-    """Crop (pad 4) + flip + colour jitter: the invariance T used for natural images (SCIENCE.md §3)."""
+    """Crop (pad 4) + flip + colour jitter: the invariance T used for natural images (docs/method.md, measuring invariance)."""
     return color_jitter(random_flip(random_crop(x, 4, generator), generator), generator)
 
 

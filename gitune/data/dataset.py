@@ -1,6 +1,6 @@
 """Long-tailed train / validation / test splits built from a source and a class-size profile.
 
-Validation comes from training images the long-tail subsampling left unused (SCIENCE.md §2 and §6: the
+Validation comes from training images the long-tail subsampling left unused (docs/method.md, long-tailed data and §6: the
 reference code tuned on the test set; gitune does not), so hyperparameters never see the test split.
 """
 
@@ -225,7 +225,7 @@ def build_dataset(cfg: dict) -> LongTailData:
     - Test: the source's test set; without one, `test_per_class` images per class held out (seeded) before
       the long tail is built. Glyphs render train, val and test from separate seed streams.
     - A non-empty `nuisance` is applied once to every image of every split (the transformed long tail of
-      SCIENCE.md §2), or with `nuisance_rank` r to the images of the class of rank r only; glyphs apply
+      docs/method.md, long-tailed data), or with `nuisance_rank` r to the images of the class of rank r only; glyphs apply
       it while rendering. The untransformed originals are kept (`clean_*`), and the spec is recorded as
       the invariance T.
     """

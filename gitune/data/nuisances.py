@@ -1,4 +1,4 @@
-"""Class-agnostic nuisance transformations (SCIENCE.md §2), batched in torch on the images' device.
+"""Class-agnostic nuisance transformations (docs/method.md, long-tailed data), batched in torch on the images' device.
 
 They build the transformed long-tailed datasets and serve as the true nuisance distribution T for the
 invariance metrics and the oracle variant of GIT. Each image gets its own independent draw.

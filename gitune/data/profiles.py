@@ -1,4 +1,4 @@
-"""Long-tail class-size profiles (SCIENCE.md §2): how many training images each class keeps."""
+"""Long-tail class-size profiles (docs/method.md, long-tailed data): how many training images each class keeps."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Accuracy overall, per class, balanced, and per shot group (SCIENCE §2).
+"""Accuracy overall, per class, balanced, and per shot group (docs/method.md, long-tailed data).
 
 Shot groups by training-set class size: many > 100 images, medium 20..100 (inclusive), few < 20.
 All accuracies are fractions in [0, 1].

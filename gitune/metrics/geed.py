@@ -1,4 +1,4 @@
-"""Further invariance metrics (SCIENCE §3): softmax and latent G-EED, and the representational ratio.
+"""Further invariance metrics (docs/method.md, measuring invariance): softmax and latent G-EED, and the representational ratio.
 
 For every image x, K nuisances g_1..g_K are drawn from T (`transform` draws a fresh one per row):
 
@@ -164,7 +164,7 @@ def measure_extra_invariance(model: nn.Module, images: torch.Tensor, labels: tor
     draws of an image are consecutive) and each forward pass has at most batch_size rows.
     layer: "features" (PENULTIMATE) for model.features, or any name in model.named_modules().
     generator: draws the derangement pi of the ratio's denominator (None: the global RNG).
-    ratio_reference: "clean" (SCIENCE §3: ||phi(x_i) - phi(x_pi(i))|| on the untransformed images) or
+    ratio_reference: "clean" (docs/method.md, measuring invariance: ||phi(x_i) - phi(x_pi(i))|| on the untransformed images) or
     "transformed" (||phi(t1 x_i) - phi(t2 x_pi(i))||, i.e. the numerator's setting but different images, so
     the ratio is 1 exactly when the features keep no identity, even if T shifts the feature scale).
 

@@ -1,4 +1,4 @@
-"""Invariance of a classifier to a nuisance distribution T (SCIENCE §3).
+"""Invariance of a classifier to a nuisance distribution T (docs/method.md, measuring invariance).
 
 eKLD(c) = E_{x in c} E_{x' ~ T(.|x)} KL(p(y|x) || p(y|x')), and consistency(c) = the fraction of pairs
 whose argmax agree. Every x' is paired with its own x (the reference helper compared different images).

@@ -1,4 +1,4 @@
-"""CIFAR-style ResNets (He et al. 2016, §4.2), the reference classifiers of SCIENCE §6.
+"""CIFAR-style ResNets (He et al. 2016, §4.2), the reference classifiers of docs/method.md, classifier recipes.
 
 A 3x3 stem with 16 channels, three stages of n basic blocks (16/32/64 channels, strides 1/2/2), option-A
 shortcuts (identity, subsampled and zero-padded in channels, so shortcuts add no parameters), global

@@ -64,7 +64,7 @@ def _preprocess(data: LongTailData, device: torch.device, compute: Compute | Non
 
 
 def _invariance_transform(data: LongTailData, generator: torch.Generator):
-    """T for eKLD: the dataset's own nuisance where it has one, else standard augmentation (SCIENCE §3)."""
+    """T for eKLD: the dataset's own nuisance where it has one, else standard augmentation (docs/method.md, measuring invariance)."""
     if data.nuisance and any(data.nuisance.values()):
         return lambda x: apply_nuisance(x, data.nuisance, generator)
     return lambda x: standard_augment(x, generator)
@@ -398,7 +398,7 @@ def _as_generator_keys(inv: dict[str, float]) -> dict[str, float]:
 def _invariance_subset(data: LongTailData, per_class: int, device: torch.device) -> Batches:
     """The first `per_class` validation images of each class (held out, so eKLD is not measured on
     images the model memorised), as floats in [0, 1] on the device. On a transformed dataset these are
-    the untransformed originals, so x' = T(x) is one nuisance draw away from x (SCIENCE §2-3)."""
+    the untransformed originals, so x' = T(x) is one nuisance draw away from x (docs/method.md, long-tailed data; measuring invariance)."""
     labels = data.clean_val.labels
     keep = torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(data.num_classes)])
     return Batches(to_float(data.clean_val.images[keep].to(device)), labels[keep].to(device))

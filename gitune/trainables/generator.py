@@ -1,4 +1,4 @@
-"""Generator pretraining (MUNIT within one domain, SCIENCE §4) as a Ray Tune function trainable.
+"""Generator pretraining (MUNIT within one domain, docs/method.md, the generator) as a Ray Tune function trainable.
 
 Class-agnostic: labels are used only to sample classes evenly (weight 1/n_c per image), never by the
 networks. Every `report_every` iterations it reports mean losses with a checkpoint that holds both

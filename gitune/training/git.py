@@ -1,4 +1,4 @@
-"""Generative Invariance Transfer (SCIENCE §5): replace part of each batch with generator outputs.
+"""Generative Invariance Transfer (docs/method.md, GIT in classifier training): replace part of each batch with generator outputs.
 
 The same machinery runs the oracle (`aug.oracle_prob`): the dataset's true nuisance applied to clean
 training images takes the generator's place, with the same candidate count, sources and keep rule.
@@ -62,7 +62,7 @@ def generate(generator, images01: Tensor, rng: torch.Generator) -> Tensor:
 
 
 def generator_transform(generator, rng: torch.Generator) -> Callable[[Tensor], Tensor]:
-    """T for eKLD under the generator: a fresh style for every row (SCIENCE §3)."""
+    """T for eKLD under the generator: a fresh style for every row (docs/method.md, measuring invariance)."""
     return lambda x01: generate(generator, x01, rng)
 
 

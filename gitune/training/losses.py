@@ -1,4 +1,4 @@
-"""Classification losses for long-tailed training (SCIENCE §6): CE, LDAM, focal, logit-adjusted CE.
+"""Classification losses for long-tailed training (docs/method.md, classifier recipes): CE, LDAM, focal, logit-adjusted CE.
 
 Every loss takes (logits, target) and returns the mean loss, weighted the way
 F.cross_entropy(weight=w) is: sum_i w_{y_i} * l_i / sum_i w_{y_i}. Per-class weights can be swapped

@@ -1,4 +1,4 @@
-"""Train rules (SCIENCE §6): which sampler and which class weights to use at each epoch.
+"""Train rules (docs/method.md, classifier recipes): which sampler and which class weights to use at each epoch.
 
 ERM, Resample (class-balanced sampler), Reweight (effective-number weights), and their deferred
 versions DRW / DRS that switch on at `deferred_epoch` (the first LR drop in the reference, 160 of 200).

@@ -1,4 +1,4 @@
-"""SGD and the reference LR schedule (SCIENCE §6): linear warm-up, then step decay at milestones.
+"""SGD and the reference LR schedule (docs/method.md, classifier recipes): linear warm-up, then step decay at milestones.
 
 The scheduler is stepped once per epoch; epochs are 0-based.
 """
