@@ -69,6 +69,7 @@ DEFAULTS: dict[str, Any] = {
         "precision": "auto",
         "channels_last": None,
         "compile": False,
+        "deterministic": False,
     },
     "aug": {
         "oracle_prob": 0.0,
@@ -119,7 +120,17 @@ GENERATOR_DEFAULTS: dict[str, Any] = {
     "fid_draws": 4,  # styles (and nuisance draws) per image for them
     "seed": 0,
     "threads": None,
+    # Compute of the generator stage, as train.precision / train.channels_last for classifier trials
+    # (channels_last null: on CUDA). Precision stays fp32 by default: bf16 GAN training is opt-in ("auto" or
+    # "bf16") until a GPU run has shown it reaches the fp32 generator's fid/* numbers.
+    "precision": "fp32",
+    "channels_last": None,
+    # lr is the LR at batch 1 (the reference's batch); with a larger batch_size the LR used is
+    # lr × batch_size (linear) or lr × √batch_size (sqrt), or lr itself (none).
+    "lr_scaling": "none",
 }
+
+LR_SCALINGS = ("none", "linear", "sqrt")
 
 DATASETS = ("glyphs", "cifar10", "cifar100", "npz", "imagefolder", "torchvision")
 
@@ -247,6 +258,7 @@ def _schema() -> dict[str, Check]:
         "train.precision": one_of("auto", "fp32", "bf16"),
         "train.channels_last": boolean(nullable=True),
         "train.compile": boolean(),
+        "train.deterministic": boolean(),
         "aug.oracle_prob": float_range(0.0, 1.0),
         "git.prob": float_range(0.0, 1.0),
         "git.start_epoch": int_range(0),
@@ -285,6 +297,9 @@ def _schema() -> dict[str, Check]:
         "generator.fid_draws": int_range(2, 64),
         "generator.seed": int_range(0),
         "generator.threads": int_range(1, 1024, nullable=True),
+        "generator.precision": one_of("auto", "fp32", "bf16"),
+        "generator.channels_last": boolean(nullable=True),
+        "generator.lr_scaling": one_of(*LR_SCALINGS),
     }
 
 

@@ -32,6 +32,9 @@ FORMAT = "gitune.generator/1"
 CACHE_DIR = "generators"
 # Keys that change only how a run is watched, not the weights it produces: left out of the cache key.
 _NOT_IN_KEY = ("report_every", "grid_every", "threads")
+# Keys added after generators were first cached: in the key only when set away from their defaults, so
+# that generators cached before them keep their keys.
+_KEY_IF_SET = ("precision", "channels_last", "lr_scaling")
 
 
 class StageFailed(Exception):
@@ -115,7 +118,10 @@ def resolve_reference(ref: str, tracking_uri: str, where: str) -> str:
 
 def generator_key(data_cfg: dict[str, Any], block: dict[str, Any]) -> str:
     """Hash of everything that determines the pretrained weights: data config and generator block."""
-    gen_cfg = {k: v for k, v in block["config"].items() if k not in _NOT_IN_KEY}
+    from gitune.config import GENERATOR_DEFAULTS
+
+    gen_cfg = {k: v for k, v in block["config"].items() if k not in _NOT_IN_KEY
+               and not (k in _KEY_IF_SET and v == GENERATOR_DEFAULTS[k])}
     spec = {"data": data_cfg, "generator": gen_cfg, "space": block["space"], "num_samples": block["num_samples"],
             "search": block["search"], "metric": block["metric"], "mode": block["mode"]}
     text = json.dumps(spec, sort_keys=True, default=str)

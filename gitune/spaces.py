@@ -287,9 +287,9 @@ def _generator_block(block: Any, resources: dict[str, Any], where: str,
 def _check_resources(res: dict[str, Any], w: str) -> None:
     if not (C._is_num(res["cpu"]) and res["cpu"] > 0):
         raise UserError(f"{w}.cpu: expected a number > 0, got {res['cpu']!r}")
-    if not (C._is_num(res["gpu"]) and res["gpu"] >= 0 and (res["gpu"] <= 1 or float(res["gpu"]).is_integer())):
-        raise UserError(f"{w}.gpu: expected 0, a fraction ≤ 1 (packs trials on a GPU) or a whole number, "
-                        f"got {res['gpu']!r}")
+    if not (C._is_num(res["gpu"]) and 0 <= res["gpu"] <= 1):
+        raise UserError(f"{w}.gpu: expected 0, 1 or a fraction < 1 (packs trials on a GPU); a trial uses one "
+                        f"device, so more than 1 GPU per trial would sit idle, got {res['gpu']!r}")
 
 
 def _check_git(spec: SweepSpec, where: str) -> None:

@@ -16,7 +16,10 @@ SAMPLERS = ("uniform", "balanced")
 class DeviceLoader:
     """Holds a split as uint8 on `device` and yields index-sampled batches; no DataLoader workers."""
 
-    def __init__(self, split: Split, batch_size: int, device, generator: torch.Generator):
+    def __init__(self, split: Split, batch_size: int, device, generator: torch.Generator,
+                 drop_last: bool = False):
+        """`drop_last`: leave out each epoch's last partial batch, so every batch has the same shape (a
+        compiled model then compiles once, for that shape)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
@@ -24,11 +27,14 @@ class DeviceLoader:
         self.labels = split.labels.to(self.device)
         self.batch_size = int(batch_size)
         self.generator = generator
+        self.drop_last = bool(drop_last) and len(self.labels) >= self.batch_size
         counts = torch.bincount(self.labels)
         # Class-balanced sampling weight 1/n_c per image: every class is drawn equally often.
         self._weights = (1.0 / counts.clamp_min(1).double())[self.labels].float()
 
     def __len__(self) -> int:
+        if self.drop_last:
+            return len(self.labels) // self.batch_size
         return (len(self.labels) + self.batch_size - 1) // self.batch_size
 
     def epoch_indices(self, sampler: str, generator: torch.Generator | None = None) -> Tensor:
@@ -47,11 +53,28 @@ class DeviceLoader:
         raise ValueError(f"sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")
 
     def batches(self, sampler: str = "uniform") -> Iterator[tuple[Tensor, Tensor]]:
-        """Yield (uint8 images, int64 labels) on the device; the last partial batch is kept."""
+        """Yield (uint8 images, int64 labels) on the device; the last partial batch is kept unless
+        `drop_last`."""
         idx = self.epoch_indices(sampler)
-        for i in range(0, len(idx), self.batch_size):
+        for i in range(0, len(self) * self.batch_size, self.batch_size):
             b = idx[i:i + self.batch_size]
             yield self.images[b], self.labels[b]
+
+
+class FirstBatches:
+    """The first `n` batches of each epoch of `loader`: one real training step (the memory probe) or a
+    few timed ones (benchmarks) through the trial's own `train_epoch`."""
+
+    def __init__(self, loader: DeviceLoader, n: int):
+        self.loader, self.n, self.device = loader, int(n), loader.device
+        self.seen = 0  # images yielded so far
+
+    def batches(self, sampler: str = "uniform") -> Iterator[tuple[Tensor, Tensor]]:
+        for i, batch in enumerate(self.loader.batches(sampler)):
+            if i >= self.n:
+                return
+            self.seen += len(batch[1])
+            yield batch
 
 
 def iterate_in_order(split_images: Tensor, split_labels: Tensor, batch_size: int,

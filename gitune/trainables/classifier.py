@@ -31,7 +31,8 @@ from gitune.metrics.geed import measure_extra_invariance
 from gitune.metrics.invariance import measure_invariance
 from gitune.models import count_parameters, create_model
 from gitune.training.git import GitAugmenter, generator_transform, load_generator
-from gitune.training.compute import Compute, resolve_compute
+from gitune.training.compute import (Compute, cudnn_autotune, full_precision, resolve_compute,
+                                    set_deterministic)
 from gitune.training.losses import build_loss, needs_cosine_head
 from gitune.training.rules import rule_at_epoch
 from gitune.training.schedule import build_optimizer, build_scheduler
@@ -48,8 +49,34 @@ class Batches:
     labels: torch.Tensor
 
 
+log = logging.getLogger(__name__)
+
+
 def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The GPU Ray granted this trial, else the CPU: a trial with resources.gpu 0 must not share a GPU
+    that the scheduler gave to other trials, however visible it is."""
+    import ray
+
+    gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []  # get_gpu_ids would start a Ray otherwise
+    device = choose_device(gpu_ids, os.environ.get("CUDA_VISIBLE_DEVICES"), torch.cuda.is_available())
+    if gpu_ids and device.type == "cpu":
+        log.warning("Ray assigned GPU(s) %s but torch sees no CUDA device: the trial runs on the CPU", gpu_ids)
+    return device
+
+
+def choose_device(gpu_ids, cuda_visible: str | None, cuda_available: bool) -> torch.device:
+    """cuda:<local index> of the first GPU in `gpu_ids` (ray.get_gpu_ids()), or the CPU when none is assigned.
+    Ray narrows CUDA_VISIBLE_DEVICES to the assigned GPUs, so the local index is the id's position there
+    (the id itself when the variable is unset), as in ray.train.torch.get_device."""
+    if not gpu_ids or not cuda_available:
+        return torch.device("cpu")
+    gpu_id = str(gpu_ids[0])
+    visible = [v.strip() for v in cuda_visible.split(",")] if cuda_visible not in (None, "", "NoDevFiles") else []
+    if not visible:
+        return torch.device("cuda", int(gpu_id))
+    if gpu_id not in visible:
+        raise RuntimeError(f"Ray assigned GPU {gpu_id}, which CUDA_VISIBLE_DEVICES={cuda_visible} does not list")
+    return torch.device("cuda", visible.index(gpu_id))
 
 
 def _preprocess(data: LongTailData, device: torch.device, compute: Compute | None = None):
@@ -73,14 +100,16 @@ def _invariance_transform(data: LongTailData, generator: torch.Generator):
 @torch.no_grad()
 def evaluate(model, split: Batches, preprocess, batch_size: int, counts: list[int],
              prefix: str) -> dict[str, float]:
-    """Accuracy metrics and mean CE loss on a whole split, batched; one host sync at the end."""
+    """Accuracy metrics and mean CE loss on a whole split, batched; one host sync at the end. In fp32 even
+    inside an autocast region, so that the numbers do not depend on the training precision."""
     was_training = model.training
     model.eval()
     preds, loss_sum = [], torch.zeros((), device=split.labels.device)
-    for xb, y in iterate_in_order(split.images, split.labels, batch_size):
-        logits = model(preprocess(to_float(xb)))
-        loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum")
-        preds.append(logits.argmax(1))
+    with full_precision(split.labels.device):
+        for xb, y in iterate_in_order(split.images, split.labels, batch_size):
+            logits = model(preprocess(to_float(xb)))
+            loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+            preds.append(logits.argmax(1))
     model.train(was_training)
     out = classification_metrics(torch.cat(preds).cpu(), split.labels.cpu(), counts, prefix)
     out[f"{prefix}/loss"] = float(loss_sum) / max(1, len(split.labels))
@@ -93,25 +122,29 @@ def train_epoch(model, loader: DeviceLoader, sampler: str, loss_fn, optimizer, p
     """One pass over the epoch's sampled indices; losses accumulate on the device (no per-step sync).
 
     Each mixer (GIT, the oracle) replaces its own range of batch positions before crop/flip. `compute`
-    adds autocast around the forward pass and loss (bf16 on CUDA by default); `model` may be compiled."""
+    adds autocast around the forward pass and loss only (bf16 on CUDA by default), so the images the model
+    sees (mixers, the generator, crop/flip) are those of an fp32 run; `model` may be compiled."""
     autocast = compute.autocast if compute is not None else contextlib.nullcontext
     model.train()
     loss_sum = torch.zeros((), device=loader.device)
     correct = torch.zeros((), device=loader.device, dtype=torch.long)
     seen = 0
+    if loader.device.type == "cuda":  # the peak is per epoch: what this epoch needed, not the trial so far
+        torch.cuda.reset_peak_memory_stats(loader.device)
     start = time.perf_counter()
     for xb, yb in loader.batches(sampler):
+        x = to_float(xb)
+        offset = 0  # each mixer takes the batch positions after the previous one's
+        for mixer in mixers:
+            x, yb = mixer.apply(x, yb, offset)
+            offset += mixer.count(len(yb))
+        if crop_pad:
+            x = random_crop(x, crop_pad, generator)
+        if flip:
+            x = random_flip(x, generator)
+        x = preprocess(x)
         with autocast():
-            x = to_float(xb)
-            offset = 0  # each mixer takes the batch positions after the previous one's
-            for mixer in mixers:
-                x, yb = mixer.apply(x, yb, offset)
-                offset += mixer.count(len(yb))
-            if crop_pad:
-                x = random_crop(x, crop_pad, generator)
-            if flip:
-                x = random_flip(x, generator)
-            logits = model(preprocess(x))
+            logits = model(x)
             loss = loss_fn(logits.float(), yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -126,14 +159,36 @@ def train_epoch(model, loader: DeviceLoader, sampler: str, loss_fn, optimizer, p
     out = {"train/loss": loss_value, "train/acc": float(correct) / max(1, seen),
            "perf/img_per_s": seen / max(elapsed, 1e-9), "perf/epoch_s": elapsed}
     if loader.device.type == "cuda":  # what packing trials on one GPU has to fit
-        out["perf/gpu_mem_peak_gb"] = torch.cuda.max_memory_allocated(loader.device) / 2**30
+        out["perf/gpu_mem_peak_gb"] = gpu_mem_peak_gb(loader.device)
     return out
+
+
+def gpu_mem_peak_gb(device: torch.device) -> float:
+    """Peak memory the caching allocator reserved on `device` since the last reset: what the process holds
+    on the GPU (allocated memory misses the allocator's cached blocks and fragmentation)."""
+    return torch.cuda.max_memory_reserved(device) / 2**30
+
+
+def trial_cpus(train_cfg: dict[str, Any]) -> int | None:
+    """CPUs this trial may use: train.threads, else the CPUs Ray assigned to it (None outside Ray)."""
+    if train_cfg.get("threads"):
+        return int(train_cfg["threads"])
+    try:
+        import ray
+
+        if ray.is_initialized():
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+            return max(1, int(cpus)) if cpus else None
+    except Exception:  # noqa: BLE001 - outside a Ray worker
+        return None
+    return None
 
 
 def _state(model, optimizer, scheduler, gens: dict[str, torch.Generator], epoch: int) -> dict[str, Any]:
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "epoch": epoch,
             "rng": {k: g.get_state() for k, g in gens.items()},
+            "rng_device": next(iter(gens.values())).device.type,
             "torch_rng": torch.get_rng_state()}
 
 
@@ -142,17 +197,48 @@ RNG_STREAMS = ("sample", "augment", "invariance", "git", "invariance_gen", "orac
 EXTRA_METRICS = ("geed", "latent_geed", "rep_ratio")
 
 
-def _restore(checkpoint, model, optimizer, scheduler, gens: dict[str, torch.Generator]) -> int:
+def stream_seed(seed: int, index: int, epoch: int = 0) -> int:
+    """Seed of RNG stream `index` (position in RNG_STREAMS) of a trial with train.seed `seed`; `epoch` > 0
+    gives the fresh streams of a trial restored at that epoch on another device type (an odd 32-bit step
+    per epoch: the CPU generator seeds its Mersenne Twister from the low 32 bits only)."""
+    return seed * 1000 + index + (epoch * 0x9E3779B1) % 2**32
+
+
+def restore_streams(gens: dict[str, torch.Generator], saved: dict[str, torch.Tensor], saved_device: str | None,
+                    seed: int, epoch: int) -> bool:
+    """Load the saved RNG streams; False when they were reseeded instead. A CPU generator's state does not
+    fit a CUDA generator (nor the reverse), so a trial retried on another device type reseeds every stream
+    from (seed, stream, epoch) with a warning: reproducible, but not the draws the first device would
+    have made. `saved_device` None: a checkpoint from before the device type was stored."""
+    device = next(iter(gens.values())).device.type
+    if saved_device in (None, device):
+        try:
+            for k, g in gens.items():
+                if k in saved:
+                    g.set_state(saved[k])
+            return True
+        except RuntimeError:
+            if saved_device is not None:
+                raise
+    log.warning("RNG streams saved on %s cannot be loaded into %s generators: reseeding them for epoch %d "
+                "(the trial goes on, with other random draws than an uninterrupted run)",
+                saved_device or "another device type", device, epoch)
+    for i, name in enumerate(RNG_STREAMS):
+        if name in gens:
+            gens[name].manual_seed(stream_seed(seed, i, epoch))
+    return False
+
+
+def _restore(checkpoint, model, optimizer, scheduler, gens: dict[str, torch.Generator], seed: int) -> int:
     with checkpoint.as_directory() as d:
         state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    for k, g in gens.items():
-        if k in state["rng"]:
-            g.set_state(state["rng"][k])
+    epoch = int(state["epoch"])
+    restore_streams(gens, state["rng"], state.get("rng_device"), seed, epoch)
     torch.set_rng_state(state["torch_rng"])
-    return int(state["epoch"])
+    return epoch
 
 
 def _log_per_class(run: TrialRun, data: LongTailData, metrics: dict[str, float], inv: dict[str, float],
@@ -224,6 +310,7 @@ def build_trial(config: dict[str, Any], device: torch.device, generator: dict[st
         raise UserError("git.prob > 0 needs a generator: add a `generator:` block to the space file")
     if tr["threads"]:
         torch.set_num_threads(tr["threads"])
+    set_deterministic(bool(tr.get("deterministic", False)))  # before any CUDA work; .get: configs of older runs
     data = build_dataset(cfg["data"])
     if oracle_prob > 0 and not data.nuisance:
         raise UserError("aug.oracle_prob > 0 applies the dataset's true nuisance, but data.nuisance sets none")
@@ -233,6 +320,7 @@ def build_trial(config: dict[str, Any], device: torch.device, generator: dict[st
 
     torch.manual_seed(tr["seed"])
     compute = resolve_compute(tr, device)
+    cudnn_autotune(bool(tr.get("deterministic", False)))
     model = compute.prepare(create_model(cfg["model"]["arch"], C, data.image_shape[0],
                                          cosine_head=needs_cosine_head(tr["loss"]),
                                          cosine_scale=tr["ldam_s"]).to(device))
@@ -240,9 +328,9 @@ def build_trial(config: dict[str, Any], device: torch.device, generator: dict[st
     scheduler = build_scheduler(optimizer, opt["warmup_epochs"], opt["milestones"], opt["gamma"])
     loss_fn = build_loss(tr["loss"], counts, focal_gamma=tr["focal_gamma"], ldam_max_m=tr["ldam_max_m"],
                          ldam_s=tr["ldam_s"], la_tau=tr["la_tau"]).to(device)
-    gens = {name: torch.Generator(device=device).manual_seed(tr["seed"] * 1000 + i)
+    gens = {name: torch.Generator(device=device).manual_seed(stream_seed(tr["seed"], i))
             for i, name in enumerate(RNG_STREAMS)}
-    loader = DeviceLoader(data.train, tr["batch_size"], device, gens["sample"])
+    loader = DeviceLoader(data.train, tr["batch_size"], device, gens["sample"], drop_last=compute.compile)
     inv_set = _invariance_subset(data, ev["inv_images_per_class"], device)
     extra = ev["extra_invariance"] and ev["inv_transforms"] >= 2 and len(inv_set.labels) >= 2
     if extra:
@@ -250,7 +338,7 @@ def build_trial(config: dict[str, Any], device: torch.device, generator: dict[st
     gen_model = None
     mixers: list[GitAugmenter] = []
     if generator is not None:
-        gen_model = load_generator(generator, device, data.image_shape)
+        gen_model = compute.prepare(load_generator(generator, device, data.image_shape))
         if gc["prob"] > 0:
             mixers.append(GitAugmenter(gen_model, gc["prob"], gc["start_epoch"], counts, gc["class_threshold"],
                                        gc["sampler"], loader.images, loader.labels, loader.epoch_indices,
@@ -261,7 +349,7 @@ def build_trial(config: dict[str, Any], device: torch.device, generator: dict[st
         mixers.append(GitAugmenter(lambda x01, rng: apply_nuisance(x01, data.nuisance, rng), oracle_prob,
                                    gc["start_epoch"], counts, gc["class_threshold"], gc["sampler"], clean,
                                    loader.labels, loader.epoch_indices, gens["oracle"], prefix="oracle"))
-    return Trial(cfg, device, data, compute, model, compute.compiled(model), optimizer, scheduler, loss_fn, gens,
+    return Trial(cfg, device, data, compute, model, compute.compiled(model, trial_cpus(tr)), optimizer, scheduler, loss_fn, gens,
                  loader, Batches(data.val.images.to(device), data.val.labels.to(device)),
                  _preprocess(data, device, compute), crop_pad, flip, mixers, inv_set,
                  _invariance_transform(data, gens["invariance"]),
@@ -284,6 +372,23 @@ def train_one_epoch(t: Trial, epoch: int) -> dict[str, Any]:
     return metrics
 
 
+def evaluate_epoch(t: Trial, done: int, rungs: set[int] = frozenset()) -> tuple[dict[str, Any], dict[str, float]]:
+    """After `done` epochs: validation metrics, invariance when due (every eval.inv_interval epochs, at the
+    last epoch and at the ASHA rungs) and the test metrics at the last epoch, all in fp32 whatever
+    train.precision is. Returns (every metric, the invariance metrics alone)."""
+    ev, counts, epochs = t.cfg["eval"], t.data.class_counts, t.cfg["train"]["epochs"]
+    metrics = evaluate(t.model, t.val, t.preprocess, ev["batch_size"], counts, "val")
+    inv: dict[str, float] = {}
+    if ev["inv_interval"] and (done % ev["inv_interval"] == 0 or done == epochs or done in rungs):
+        inv = _measure(t.model, t.inv_set, t.preprocess, t.data.num_classes, counts, ev, t.inv_transform,
+                       t.extra_transform, t.gen_model, t.gens)
+        metrics.update(inv)
+    if done == epochs:
+        test = Batches(t.data.test.images.to(t.device), t.data.test.labels.to(t.device))
+        metrics.update(evaluate(t.model, test, t.preprocess, ev["batch_size"], counts, "test"))
+    return metrics, inv
+
+
 def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = None,
                      invariance_epochs: Iterable[int] = (), generator: dict[str, Any] | None = None) -> None:
     """Train one classifier trial; `invariance_epochs` adds measurement epochs (the ASHA rungs).
@@ -299,7 +404,7 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
     start_epoch = 0
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
-        start_epoch = _restore(checkpoint, model, optimizer, scheduler, gens)
+        start_epoch = _restore(checkpoint, model, optimizer, scheduler, gens, tr["seed"])
 
     run = None
     ctx = tune.get_context()
@@ -330,19 +435,11 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
             if run is not None:
                 run.set_tags({"gitune.error": f"train/loss became {metrics['train/loss']} at epoch {epoch + 1}"})
             raise FloatingPointError(f"train/loss became {metrics['train/loss']} at epoch {epoch + 1}")
-        with compute.autocast():
-            metrics.update(evaluate(model, t.val, t.preprocess, ev["batch_size"], counts, "val"))
         done = epoch + 1
-        inv: dict[str, float] = {}
-        if ev["inv_interval"] and (done % ev["inv_interval"] == 0 or done == epochs or done in rungs):
-            with compute.autocast():
-                inv = _measure(model, t.inv_set, t.preprocess, C, counts, ev, t.inv_transform, t.extra_transform,
-                               t.gen_model, gens)
-            metrics.update(inv)
-        if done == epochs:
-            test = Batches(data.test.images.to(device), data.test.labels.to(device))
-            with compute.autocast():
-                metrics.update(evaluate(model, test, t.preprocess, ev["batch_size"], counts, "test"))
+        evaluated, inv = evaluate_epoch(t, done, rungs)
+        metrics.update(evaluated)
+        if device.type == "cuda":  # reset when the epoch began: training, evaluation and measurement
+            metrics["perf/gpu_mem_peak_gb"] = gpu_mem_peak_gb(device)
         if run is not None:
             run.log_metrics(metrics, step=done)
             if inv:
@@ -367,19 +464,21 @@ def _node_id() -> str:
 def _measure(model, inv_set: Batches, preprocess, C: int, counts: list[int], ev: dict, transform,
              extra_transform, gen_model, gens: dict[str, torch.Generator]) -> dict[str, float]:
     """Every invariance metric of one measurement: eKLD/consistency under the nuisance T, G-EED, latent
-    G-EED and the representation ratio (when `extra_transform`), and eKLD under the generator."""
+    G-EED and the representation ratio (when `extra_transform`), and eKLD under the generator. In fp32
+    (model, nuisances and generator) even inside an autocast region."""
     n, b = ev["inv_transforms"], ev["batch_size"]
-    inv = measure_invariance(model, inv_set.images, inv_set.labels, transform, preprocess, n, C, counts,
-                             batch_size=b, prefix="inv")
-    if extra_transform is not None:
-        inv.update(measure_extra_invariance(model, inv_set.images, inv_set.labels, extra_transform, preprocess, n,
-                                            C, counts, batch_size=b, prefix="inv", layer=ev["latent_layer"],
-                                            generator=gens["invariance_extra"]))
-    if gen_model is not None:
-        inv_gen = measure_invariance(model, inv_set.images, inv_set.labels,
-                                     generator_transform(gen_model, gens["invariance_gen"]), preprocess, n, C,
-                                     counts, batch_size=b, prefix="inv")
-        inv.update(_as_generator_keys(inv_gen))
+    with full_precision(inv_set.images.device):
+        inv = measure_invariance(model, inv_set.images, inv_set.labels, transform, preprocess, n, C, counts,
+                                 batch_size=b, prefix="inv")
+        if extra_transform is not None:
+            inv.update(measure_extra_invariance(model, inv_set.images, inv_set.labels, extra_transform, preprocess,
+                                                n, C, counts, batch_size=b, prefix="inv", layer=ev["latent_layer"],
+                                                generator=gens["invariance_extra"]))
+        if gen_model is not None:
+            inv_gen = measure_invariance(model, inv_set.images, inv_set.labels,
+                                         generator_transform(gen_model, gens["invariance_gen"]), preprocess, n, C,
+                                         counts, batch_size=b, prefix="inv")
+            inv.update(_as_generator_keys(inv_gen))
     return inv
 
 

@@ -31,6 +31,7 @@ from gitune.models.munit import MUNIT_DEFAULTS, build_munit, munit_check
 from gitune.pretrain import GENERATOR_FILE, export_generator
 from gitune.tracking import TrackingContext, TrialRun
 from gitune.trainables.classifier import pick_device
+from gitune.training.compute import Compute, cudnn_autotune, resolve_compute
 from gitune.training.git import generate, to_generator_range
 from gitune.training.munit import build_munit_optimizers, munit_step, sample_grid
 
@@ -42,6 +43,21 @@ FID_STREAM = 29  # the fidelity RNG is seeded from generator.seed · 1000 + this
 
 def arch_of(gc: dict[str, Any]) -> dict[str, Any]:
     return {k: gc[k] for k in MUNIT_DEFAULTS}
+
+
+def generator_lr(gc: dict[str, Any]) -> float:
+    """The LR the stage trains with. generator.lr is the LR at batch 1, the reference's batch; a larger
+    batch averages its gradient over more images, so the step may grow with it: × batch_size
+    (`lr_scaling: linear`, the rule for SGD-like updates) or × √batch_size (`sqrt`, the usual rule for Adam,
+    whose update size does not follow the gradient's scale), or not at all (`none`, the default)."""
+    scale = {"none": 1.0, "linear": float(gc["batch_size"]), "sqrt": math.sqrt(gc["batch_size"])}
+    return gc["lr"] * scale[gc.get("lr_scaling", "none")]
+
+
+def generator_compute(gc: dict[str, Any], device: torch.device) -> Compute:
+    """generator.precision / generator.channels_last, resolved as a classifier trial's train.* keys."""
+    return resolve_compute({"precision": gc.get("precision", "auto"), "channels_last": gc.get("channels_last")},
+                           device)
 
 
 def grid_images(labels: torch.Tensor, counts: list[int], rows: int = GRID_ROWS) -> torch.Tensor:
@@ -99,9 +115,11 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
         raise UserError(error)
     torch.manual_seed(gc["seed"])
     gen, dis = build_munit(arch_of(gc), channels, size)
-    gen, dis = gen.to(device), dis.to(device)
+    compute = generator_compute(gc, device)
+    cudnn_autotune(False)  # one input shape for the whole stage: autotuned once
+    gen, dis = compute.prepare(gen.to(device)), compute.prepare(dis.to(device))
     opt_g, opt_d, sched_g, sched_d = build_munit_optimizers(
-        gen, dis, gc["lr"], (gc["beta1"], gc["beta2"]), gc["weight_decay"], gc["lr_step"], gc["lr_gamma"])
+        gen, dis, generator_lr(gc), (gc["beta1"], gc["beta2"]), gc["weight_decay"], gc["lr_step"], gc["lr_gamma"])
     weights = {"gan": gc["w_gan"], "recon_x": gc["w_recon_x"], "recon_s": gc["w_recon_s"],
                "recon_c": gc["w_recon_c"]}
     rng = torch.Generator(device=device).manual_seed(gc["seed"] * 1000 + 17)
@@ -133,7 +151,8 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
         params = {f"generator.{k}": v for k, v in gc.items()}
         params.update({f"data.{k}": v for k, v in flatten(config["data"]).items()})
         params.update({"generator/parameters": count_parameters(gen), "discriminator/parameters": count_parameters(dis),
-                       "data/train_images": len(labels), "data/num_classes": data.num_classes})
+                       "data/train_images": len(labels), "data/num_classes": data.num_classes,
+                       "generator/lr_used": generator_lr(gc), **compute.describe()})
         run = TrialRun.open(tracking, ctx.get_trial_id(), ctx.get_trial_name(), params,
                             tags={"stage": "generator"})
         if run.resumed and start > 0:
@@ -144,8 +163,8 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
     n_sum, t0 = 0, time.perf_counter()
     for it in range(start, total):
         idx = torch.multinomial(sample_weights, gc["batch_size"], replacement=True, generator=rng)
-        x = to_generator_range(to_float(images[idx]))
-        losses = munit_step(gen, dis, opt_g, opt_d, x, rng, weights)
+        x = compute.input(to_generator_range(to_float(images[idx])))
+        losses = munit_step(gen, dis, opt_g, opt_d, x, rng, weights, compute.autocast)
         sched_g.step()
         sched_d.step()
         for k in LOSS_KEYS:

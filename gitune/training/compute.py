@@ -2,12 +2,14 @@
 
 On CUDA the defaults are bf16 autocast and channels_last (tensor cores; ResNets on 32 px images are
 bandwidth-bound), on CPU plain fp32, so CPU results are exactly those of the plain code path. Autocast
-wraps the forward pass and the loss only; the optimizer step and every metric reduction stay in fp32.
+wraps the training forward pass and the loss only: augmentation, GIT's generator, the optimizer step,
+evaluation and every invariance metric stay in fp32 (`full_precision`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 
 import torch
@@ -41,14 +43,54 @@ class Compute:
             model = model.to(memory_format=torch.channels_last)
         return model
 
-    def compiled(self, model: torch.nn.Module):
-        """The callable to train with: torch.compile(model) when asked, else the model itself."""
-        return torch.compile(model) if self.compile else model
+    def compiled(self, model: torch.nn.Module, threads: int | None = None):
+        """The callable to train with: torch.compile(model) when asked, else the model itself.
+
+        Static shapes (dynamic=False): the trial's training batches all have one size (the loader drops the
+        last partial batch when compiling), so there is one compilation per trial, not a second, dynamic one
+        in epoch 1. `threads`: Inductor's compile workers, at most the trial's CPUs, so that packed trials
+        compiling at once do not oversubscribe the node (its default is one worker per core of the node)."""
+        if not self.compile:
+            return model
+        if threads:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.compile_threads = max(1, int(threads))
+        return torch.compile(model, dynamic=False)
 
     def describe(self) -> dict[str, str]:
         return {"compute/device": self.device.type, "compute/precision": "bf16" if self.bf16 else "fp32",
                 "compute/channels_last": str(self.channels_last).lower(),
                 "compute/compile": str(self.compile).lower()}
+
+
+def full_precision(device: torch.device):
+    """Autocast off on `device`: evaluation and every invariance metric read fp32 logits, whatever precision
+    the trial trains in, so that accuracy and eKLD depend on the weights, not on the rounding of bf16."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+CUBLAS_DETERMINISTIC = (":4096:8", ":16:8")  # the two workspace settings cuBLAS is deterministic with
+
+
+def set_deterministic(enabled: bool) -> None:
+    """`train.deterministic`: deterministic kernels (an error, not a warning, for an op that has none),
+    deterministic cuDNN without autotuning, and a fixed cuBLAS workspace. Call it before the trial's first
+    CUDA work: cuBLAS reads CUBLAS_WORKSPACE_CONFIG when it sets up its workspace. Off, it undoes what an
+    earlier trial in the same worker process switched on."""
+    if enabled and os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in CUBLAS_DETERMINISTIC:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_DETERMINISTIC[0]
+    torch.backends.cudnn.deterministic = enabled
+    torch.use_deterministic_algorithms(enabled, warn_only=False)
+    if enabled:
+        torch.backends.cudnn.benchmark = False
+
+
+def cudnn_autotune(deterministic: bool) -> None:
+    """cuDNN benchmarks its conv algorithms once per input shape and keeps the fastest: a trial sees a
+    handful of shapes, all warm after its first epoch. Off for deterministic runs, where the chosen
+    algorithm could differ from run to run."""
+    torch.backends.cudnn.benchmark = not deterministic
 
 
 def resolve_compute(train_cfg: dict, device: torch.device) -> Compute:

@@ -17,7 +17,7 @@ reads them (e.g. `.item()`) only when it reports.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -25,6 +25,11 @@ from torch import nn
 from gitune.models.munit import MunitDiscriminator, MunitGenerator
 
 MUNIT_LOSS_WEIGHTS = {"gan": 1.0, "recon_x": 10.0, "recon_s": 1.0, "recon_c": 1.0}
+
+
+def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """t in fp32 when autocast made it bf16; fp32 and fp64 tensors are returned as they are."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def dis_loss(dis: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -35,6 +40,7 @@ def dis_loss(dis: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Te
     n = real.shape[0]
     total = real.new_zeros(())
     for out in dis(torch.cat([real, fake])):
+        out = at_least_fp32(out)  # a no-op in fp32/fp64; under bf16 autocast the loss is reduced in fp32
         total = total + out[n:].pow(2).mean() + (out[:n] - 1).pow(2).mean()
     return total
 
@@ -43,7 +49,7 @@ def gen_adv_loss(dis: nn.Module, fake: torch.Tensor) -> torch.Tensor:
     """LSGAN generator loss, summed over scales: mean((D(fake) - 1)^2)."""
     total = fake.new_zeros(())
     for out in dis(fake):
-        total = total + (out - 1).pow(2).mean()
+        total = total + (at_least_fp32(out) - 1).pow(2).mean()
     return total
 
 
@@ -75,11 +81,11 @@ def gen_losses(gen: MunitGenerator, dis: nn.Module, x: torch.Tensor, style: torc
     content, s_own = codes if codes is not None else gen.encode(x)
     n = x.shape[0]
     both = decode_pairs(gen, content, s_own, style)
-    recon_x = (both[:n] - x).abs().mean()
+    recon_x = (at_least_fp32(both[:n]) - x).abs().mean()
     fake = both[n:]
     c_rec, s_rec = gen.encode(fake)
-    recon_s = (s_rec - style).abs().mean()
-    recon_c = (c_rec - content).abs().mean()  # target not detached, as the reference
+    recon_s = (at_least_fp32(s_rec) - style).abs().mean()
+    recon_c = (at_least_fp32(c_rec) - at_least_fp32(content)).abs().mean()  # target not detached, as the reference
     adv = gen_adv_loss(dis, fake)
     total = w["gan"] * adv + w["recon_x"] * recon_x + w["recon_s"] * recon_s + w["recon_c"] * recon_c
     return {"total": total, "adv": adv, "recon_x": recon_x, "recon_s": recon_s, "recon_c": recon_c}
@@ -99,16 +105,19 @@ def _frozen(module: nn.Module):
 
 
 def dis_update(gen: MunitGenerator, dis: MunitDiscriminator, opt_d: torch.optim.Optimizer, x: torch.Tensor,
-               generator: torch.Generator | None = None, content: torch.Tensor | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, content: torch.Tensor | None = None,
+               autocast=nullcontext) -> torch.Tensor:
     """One discriminator step on real x and fakes decoded (without graph) from x's content with new styles.
 
-    `content`: gen.encode_content(x) when the caller has it already (munit_step does), else computed here."""
-    with torch.no_grad():
+    `content`: gen.encode_content(x) when the caller has it already (munit_step does), else computed here.
+    `autocast`: a context for the forward passes and the loss (bf16), never around backward or the step."""
+    with torch.no_grad(), autocast():
         if content is None:
             content = gen.encode_content(x)
         fake = gen.decode(content.detach(), gen.random_style(x.shape[0], x.device, generator))
     opt_d.zero_grad(set_to_none=True)
-    loss = dis_loss(dis, x, fake)
+    with autocast():
+        loss = dis_loss(dis, x, fake)
     loss.backward()
     opt_d.step()
     return loss.detach()
@@ -116,14 +125,15 @@ def dis_update(gen: MunitGenerator, dis: MunitDiscriminator, opt_d: torch.optim.
 
 def gen_update(gen: MunitGenerator, dis: MunitDiscriminator, opt_g: torch.optim.Optimizer, x: torch.Tensor,
                generator: torch.Generator | None = None, weights: dict | None = None,
-               codes: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+               codes: tuple[torch.Tensor, torch.Tensor] | None = None, autocast=nullcontext) -> dict[str, torch.Tensor]:
     """One generator step; the discriminator is frozen meanwhile, so it neither changes nor collects grads.
 
     `codes`: gen.encode(x) with its graph, computed with the generator's current weights, if at hand."""
     style = gen.random_style(x.shape[0], x.device, generator)
     opt_g.zero_grad(set_to_none=True)
     with _frozen(dis):
-        losses = gen_losses(gen, dis, x, style, weights, codes)
+        with autocast():
+            losses = gen_losses(gen, dis, x, style, weights, codes)
         losses["total"].backward()
     opt_g.step()
     return {k: v.detach() for k, v in losses.items()}
@@ -131,16 +141,18 @@ def gen_update(gen: MunitGenerator, dis: MunitDiscriminator, opt_g: torch.optim.
 
 def munit_step(gen: MunitGenerator, dis: MunitDiscriminator, opt_g: torch.optim.Optimizer,
                opt_d: torch.optim.Optimizer, x: torch.Tensor, generator: torch.Generator | None = None,
-               weights: dict | None = None) -> dict[str, torch.Tensor]:
+               weights: dict | None = None, autocast=nullcontext) -> dict[str, torch.Tensor]:
     """One MUNIT iteration on x in [-1, 1]: dis_update, then gen_update. Schedulers are the caller's.
+    `autocast`: the generator stage's precision context (bf16 on CUDA by default), forward passes only.
 
     Returns detached 0-dim tensors, still on x's device: loss/dis, loss/gen_total, loss/gen_adv,
     loss/recon_x, loss/recon_s, loss/recon_c."""
     # One encoding of x serves both updates: the discriminator's step leaves the generator as it was, so
     # the content code dis_update would compute again is this one, value for value.
-    codes = gen.encode(x)
-    d = dis_update(gen, dis, opt_d, x, generator, codes[0])
-    g = gen_update(gen, dis, opt_g, x, generator, weights, codes)
+    with autocast():
+        codes = gen.encode(x)
+    d = dis_update(gen, dis, opt_d, x, generator, codes[0], autocast)
+    g = gen_update(gen, dis, opt_g, x, generator, weights, codes, autocast)
     return {"loss/dis": d, "loss/gen_total": g["total"], "loss/gen_adv": g["adv"], "loss/recon_x": g["recon_x"],
             "loss/recon_s": g["recon_s"], "loss/recon_c": g["recon_c"]}
 
