@@ -85,8 +85,7 @@ def measure_trial_memory(config: dict[str, Any], generator: dict[str, Any] | Non
     import os
 
     from gitune.data.loader import FirstBatches
-    from gitune.trainables.classifier import (Batches, _measure, build_trial, evaluate, pick_device,
-                                              train_epoch)
+    from gitune.trainables.classifier import build_trial, evaluate_epoch, pick_device, train_epoch
 
     device = device or pick_device()
     cuda = device.type == "cuda"
@@ -95,19 +94,12 @@ def measure_trial_memory(config: dict[str, Any], generator: dict[str, Any] | Non
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_reserved(device)
     t = build_trial(probe_config(config), device, generator)
-    ev, counts = t.cfg["eval"], t.data.class_counts
     for mixer in t.mixers:
         mixer.begin_epoch(0, "uniform")
     one = FirstBatches(t.loader, 1)
     train_epoch(t.net, one, "uniform", t.loss_fn, t.optimizer, t.preprocess, t.crop_pad,
                 t.flip, t.gens["augment"], t.mixers, t.compute)
-    test = Batches(t.data.test.images.to(device), t.data.test.labels.to(device))
-    with t.compute.autocast():
-        evaluate(t.model, t.val, t.preprocess, ev["batch_size"], counts, "val")
-        if ev["inv_interval"]:
-            _measure(t.model, t.inv_set, t.preprocess, t.data.num_classes, counts, ev, t.inv_transform,
-                     t.extra_transform, t.gen_model, t.gens)
-        evaluate(t.model, test, t.preprocess, ev["batch_size"], counts, "test")
+    evaluate_epoch(t, t.cfg["train"]["epochs"])  # the last epoch's measurement: val, invariance, test
     out = {"peak_bytes": 0, "total_bytes": 0, "pid": os.getpid(),
            "trained": one.seen,
            "generated": sum(m.generated for m in t.mixers)}
