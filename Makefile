@@ -19,8 +19,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m gitune.sweep --space search_spaces/demo.yaml
 
+# The tests, then benchmarks/gpu_check.sh at smoke sizes on the CPU (every GPU-check script runs; ~5 min).
 test: $(STAMP)
 	$(PY) -m pytest -q
+	PYTHON=$(PY) benchmarks/gpu_check.sh --device cpu
 
 # Everything but the multi-process tests (killed workers and drivers, a 2-node cluster, an MLflow server).
 test-fast: $(STAMP)

@@ -50,6 +50,15 @@ def make_parser(description: str, threads_help: str = THREADS_HELP) -> argparse.
     return p
 
 
+def add_trial_options(p: argparse.ArgumentParser, n_max: int | None = None) -> None:
+    """Options of the scripts that time a classifier trial as the sweep runs it (see `trial_for`)."""
+    p.add_argument("--n-max", type=int, default=n_max,
+                   help="images of the largest class (default 5000: CIFAR-10-LT itself; smaller for a quick check)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the recipe's trial config, as `gitune.sweep --set` (repeatable), "
+                        "e.g. --set train.compile=true")
+
+
 def setup(args: argparse.Namespace) -> torch.device:
     """Check the device, apply --threads, seed torch; returns the torch.device."""
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -60,10 +69,7 @@ def setup(args: argparse.Namespace) -> torch.device:
         torch.set_num_threads(args.threads)
     args.threads = torch.get_num_threads()
     torch.manual_seed(args.seed)
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    return device
+    return torch.device(args.device)
 
 
 def describe_machine(device: torch.device, threads: int | None = None) -> str:
@@ -111,6 +117,12 @@ class Timer:
     def __exit__(self, *exc) -> None:
         sync(self.device)
         self.seconds = time.perf_counter() - self._t0
+
+
+def result(what: str, measured: str, target: str = "—", met: bool | None = None) -> None:
+    """The line gpu_check.sh collects: one figure beside its target."""
+    verdict = "—" if met is None else ("met" if met else "MISSED")
+    print(f"RESULT | {what} | {measured} | {target} | {verdict}", flush=True)
 
 
 def time_steps(step: Callable[[], object], device: torch.device, steps: int, warmup: int) -> list[float]:
@@ -184,3 +196,115 @@ def preprocess_fn(device: torch.device) -> Callable[[torch.Tensor], torch.Tensor
     m = torch.tensor(CIFAR_MEAN, device=device)
     s = torch.tensor(CIFAR_STD, device=device)
     return lambda x01: normalize(x01, m, s)
+
+
+# ---- The classifier trial as a sweep runs it ------------------------------------------------------------
+# Benchmarks time what trials run: the trial is built by gitune's own `build_trial` from the config of the
+# paper's CE+DRS+GIT recipe (sweeps/cifar10_lt_ce_drs_git.yaml: ResNet-32, batch 128, DRS from epoch 160,
+# GIT p 0.5 from epoch 160 with class threshold 500, invariance every 20 epochs), with its compute settings
+# (precision, channels_last, compile as resolved for the device) and cuDNN autotuning as the trial sets it.
+# Only the images differ: random pixels in CIFAR-10-LT's shape, written as an npz file (no download here).
+
+RECIPE = ROOT / "sweeps" / "cifar10_lt_ce_drs_git.yaml"
+
+
+def write_lt_npz(folder: str | Path, n_max: int = 5000, ratio: float = 100.0, val_per_class: int = 50,
+                 test_per_class: int | None = None, seed: int = 0) -> str:
+    """An npz file (gitune's custom-data format) with exactly the images a CIFAR-10-LT split takes:
+    class c has class_counts(exp, 10, n_max, ratio)[c] training + `val_per_class` images, and a test set
+    of `test_per_class` per class (default n_max / 5: CIFAR-10's 1,000 at n_max 5000)."""
+    import numpy as np
+
+    test_per_class = test_per_class or max(10, n_max // 5)
+    counts = class_counts("exp", NUM_CLASSES, n_max, ratio)
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(NUM_CLASSES), [n + val_per_class for n in counts])
+    test_labels = np.repeat(np.arange(NUM_CLASSES), test_per_class)
+    path = str(Path(folder) / f"cifar10_lt_shape_{n_max}.npz")
+    h, w = IMAGE_SHAPE[1:]
+    np.savez(path, images=rng.integers(0, 256, (len(labels), h, w, 3), dtype=np.uint8), labels=labels,
+             test_images=rng.integers(0, 256, (len(test_labels), h, w, 3), dtype=np.uint8),
+             test_labels=test_labels)
+    return path
+
+
+def recipe_spec(npz: str, overrides: Sequence[str] = ()):
+    """The recipe's sweep spec with its data replaced by `npz` (same long-tail profile, ratio, validation
+    split) and the grid's keys pinned: git.prob 0.5, train.seed 0; then `overrides` (KEY=VALUE)."""
+    from gitune.spaces import load_spec
+
+    n_max = int(Path(npz).stem.rsplit("_", 1)[-1])
+    return load_spec(RECIPE, ["data.name=npz", f"data.path={npz}", f"data.n_max={n_max}", "git.prob=0.5",
+                              "train.seed=0", *overrides])
+
+
+def generator_payload(spec, seed: int = 0) -> dict:
+    """A generator stage payload of the recipe's generator size (the reference MUNIT) with random weights:
+    its cost does not depend on them."""
+    from gitune.models.munit import MunitGenerator
+    from gitune.training.git import GENERATOR_ARCH_KEYS
+
+    arch = {k: spec.generator["config"][k] for k in GENERATOR_ARCH_KEYS}
+    torch.manual_seed(seed)
+    return {"arch": arch, "in_channels": IMAGE_SHAPE[0], "image_size": IMAGE_SHAPE[1],
+            "state_dict": MunitGenerator(IMAGE_SHAPE[0], **arch).state_dict(), "source": "random weights"}
+
+
+def trial_for(npz: str, device: torch.device, threads: int | None, overrides: Sequence[str] = ()):
+    """(trial, spec): the recipe's classifier trial on `device`, built by `build_trial` as a sweep builds it."""
+    from gitune.trainables.classifier import build_trial
+
+    extra = [f"train.threads={threads}"] if device.type == "cpu" and threads else []
+    spec = recipe_spec(npz, [*extra, *overrides])
+    return build_trial(spec.config, device, generator_payload(spec)), spec
+
+
+def describe_trial(t) -> str:
+    cfg, counts = t.cfg, t.data.class_counts
+    c = t.compute
+    return (f"trial: {RECIPE.relative_to(ROOT)} on random CIFAR-10-LT-shaped images ({sum(counts):,} train, "
+            f"{counts[0]} → {counts[-1]} per class); {cfg['model']['arch']}, batch {cfg['train']['batch_size']}, "
+            f"rule {cfg['train']['rule']}, loss {cfg['train']['loss']}, git.prob {cfg['git']['prob']} from epoch "
+            f"{cfg['git']['start_epoch']} (threshold {cfg['git']['class_threshold']}); compute: "
+            f"{'bf16' if c.bf16 else 'fp32'}, channels_last {c.channels_last}, compile {c.compile}, "
+            f"cudnn.benchmark {torch.backends.cudnn.benchmark}")
+
+
+def warm_generator_shapes(t) -> int:
+    """Run the trial's GIT generator once on every batch size GIT can hand it (1 … the candidates per batch),
+    so that cuDNN's autotuning of new shapes happens here, not inside timed steps; the sizes warmed."""
+    from gitune.training.git import generate
+
+    if t.gen_model is None or not t.mixers or t.device.type != "cuda":
+        return 0  # on CPU there is nothing to autotune
+    most = max(m.count(t.cfg["train"]["batch_size"]) for m in t.mixers)
+    rng = torch.Generator(device=t.device).manual_seed(0)
+    x = torch.rand(most, *t.data.image_shape, device=t.device)
+    for n in range(1, most + 1):
+        generate(t.gen_model, x[:n], rng)
+    sync(t.device)
+    return most
+
+
+class Steps:
+    """Time `n` training steps of a trial's epoch at a given epoch index (its sampler, weights, GIT)."""
+
+    def __init__(self, t):
+        self.t = t
+
+    def run(self, epoch: int, n: int | None = None) -> dict:
+        """train_one_epoch over the first `n` batches (all when None); its metrics plus `_seconds`."""
+        from gitune.data.loader import FirstBatches
+        from gitune.trainables.classifier import train_one_epoch
+
+        t = self.t
+        full = t.loader
+        if n is not None:
+            t.loader = FirstBatches(full, n)
+        try:
+            with Timer(t.device) as timer:
+                out = train_one_epoch(t, epoch)
+        finally:
+            t.loader = full
+        out["_seconds"] = timer.seconds
+        return out

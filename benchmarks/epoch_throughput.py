@@ -1,33 +1,35 @@
 """(a) Classifier epoch throughput: gitune's device-resident pipeline vs a reference-style pipeline.
 
-gitune: the split lives on the device as uint8, batches are index gathers (`DeviceLoader`), crop (pad 4)
-and flip are batched on the device, and `train_epoch` keeps the loss on the device (no per-step sync).
+gitune: the CIFAR-10-LT recipe trial (sweeps/cifar10_lt_ce_drs_git.yaml, ResNet-32, batch 128) built by
+gitune's `build_trial` with the device's compute settings (common.trial_for), one `train_one_epoch` of its
+plain phase: the split lives on the device as uint8, batches are index gathers (`DeviceLoader`), crop
+(pad 4) and flip are batched on the device, the loss stays on the device (no per-step sync).
 Reference style (LDAM-DRW / GIT code): a Dataset of H×W×3 uint8 arrays returning PIL images through
 torchvision RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor + Normalize, a DataLoader
 (batch 128, shuffle, `--workers`, pin_memory on cuda), a host→device copy per batch and `loss.item()`
-per step (the reference's running meters).
+per step (the reference's running meters), fp32, NCHW, eager, as the reference code runs.
 
-Both train the same ResNet-32 with the same SGD and CE on the same synthetic CIFAR-10-LT (12,406 random
-images), with the same torch thread count, epochs interleaved (gitune, reference, gitune, ...) so that
-load drift on a shared machine hits both alike. Also timed: the data path alone (batches + crop/flip +
-normalisation, no model), the part of the epoch that gitune controls.
+Both train the same architecture with SGD and CE on the same random CIFAR-10-LT-shaped images (12,406),
+with the same torch thread count, after one untimed epoch each (every shape warm), epochs interleaved
+(gitune, reference, gitune, ...) so that load drift on a shared machine hits both alike. Also timed: the
+data path alone (batches + crop/flip + normalisation, no model), the part of the epoch that gitune controls.
 
     python benchmarks/epoch_throughput.py                      # full CIFAR-10-LT size, 1 timed epoch each
-    python benchmarks/epoch_throughput.py --images 2048 --epochs 1 --workers 0   # quick CPU check
+    python benchmarks/epoch_throughput.py --n-max 1000 --workers 0   # quick CPU check
 """
 
 from __future__ import annotations
+
+import tempfile
 
 import torch
 from PIL import Image
 
 import common  # noqa: F401  (puts the repository root on sys.path)
-from common import (BATCH, CIFAR_MEAN, CIFAR_STD, Timer, classifier, describe_machine, make_parser, mean,
-                    preprocess_fn, print_table, setup, synthetic_cifar10_lt, sync)
+from common import (BATCH, CIFAR_MEAN, CIFAR_STD, Steps, Timer, add_trial_options, classifier, describe_machine,
+                    describe_trial, make_parser, mean, print_table, result, setup, sync, trial_for, write_lt_npz)
 from gitune.data.augment import random_crop, random_flip, to_float
-from gitune.data.dataset import Split
 from gitune.data.loader import DeviceLoader
-from gitune.trainables.classifier import train_epoch
 
 TARGET = 20.0  # issue 6: ≥ 20× the epoch throughput of a reference-style pipeline (H100)
 
@@ -98,61 +100,51 @@ def gitune_data_epoch(loader: DeviceLoader, preprocess, gen: torch.Generator) ->
 
 def main(argv=None) -> int:
     p = make_parser(__doc__.splitlines()[0])
+    add_trial_options(p, n_max=5000)
     p.add_argument("--epochs", type=int, default=1, help="timed training epochs per pipeline")
     p.add_argument("--data-epochs", type=int, default=2, help="timed data-path-only epochs per pipeline")
-    p.add_argument("--images", type=int, default=None, help="use a random subset of this many images "
-                   "(default: all 12,406 of CIFAR-10-LT)")
     p.add_argument("--workers", type=int, default=None,
                    help="reference DataLoader workers (default: 2 on cuda, 0 on cpu)")
-    p.add_argument("--warmup-batches", type=int, default=3, help="untimed batches per pipeline first")
-    p.add_argument("--arch", default="resnet32")
     args = p.parse_args(argv)
     device = setup(args)
     workers = args.workers if args.workers is not None else (2 if device.type == "cuda" else 0)
-    images, labels = synthetic_cifar10_lt(args.seed, args.images)
-    n = len(labels)
-    print("(a) epoch throughput: gitune (device-resident uint8, batched crop/flip) vs reference style "
-          "(PIL transforms + DataLoader)")
+    with tempfile.TemporaryDirectory() as tmp:
+        t, _ = trial_for(write_lt_npz(tmp, args.n_max, seed=args.seed), device, args.threads, args.overrides)
+    images, labels = t.data.train.images, t.data.train.labels
+    n, arch = len(labels), t.cfg["model"]["arch"]
+    print("(a) epoch throughput: gitune (the recipe trial's epoch) vs reference style (PIL transforms + DataLoader)")
     print(describe_machine(device, args.threads))
-    print(f"data: {n:,} random 3×32×32 uint8 images, 10 classes (CIFAR-10-LT shape), batch {BATCH}; model "
-          f"{args.arch}; reference DataLoader workers {workers}, pin_memory {device.type == 'cuda'}")
+    print(describe_trial(t))
+    print(f"reference: {arch}, batch {BATCH}, fp32, NCHW, eager; DataLoader workers {workers}, pin_memory "
+          f"{device.type == 'cuda'}")
 
-    preprocess = preprocess_fn(device)
-    sample_gen = torch.Generator(device=device).manual_seed(args.seed)
     aug_gen = torch.Generator(device=device).manual_seed(args.seed + 1)
-    loader = DeviceLoader(Split(images, labels), BATCH, device, sample_gen)
     dl = reference_loader(images, labels, device, workers, args.seed)
-
     torch.manual_seed(args.seed)
-    g_model, g_opt, g_loss = classifier(device, args.arch)
-    torch.manual_seed(args.seed)
-    r_model, r_opt, r_loss = classifier(device, args.arch)
+    r_model, r_opt, r_loss = classifier(device, arch)
+    steps = Steps(t)
 
-    # Warm-up: a few batches of each (cudnn autotuning, allocator, first-touch of the weights).
-    k = min(args.warmup_batches * BATCH, n)
-    warm = DeviceLoader(Split(images[:k], labels[:k]), BATCH, device, sample_gen)
-    train_epoch(g_model, warm, "uniform", g_loss, g_opt, preprocess, 4, True, aug_gen)
-    reference_epoch(r_model, dl, r_loss, r_opt, device, max_batches=args.warmup_batches)
+    # Warm-up: one whole epoch of each (every shape, cuDNN autotuning as the trial has it, the allocator).
+    steps.run(0)
+    reference_epoch(r_model, dl, r_loss, r_opt, device)
     sync(device)
 
     # Data path alone (no model): the part of an epoch the pipeline itself costs.
     g_data, r_data = [], []
     for _ in range(args.data_epochs):
-        with Timer(device) as t:
-            gitune_data_epoch(loader, preprocess, aug_gen)
-        g_data.append(t.seconds)
-        with Timer(device) as t:
+        with Timer(device) as timer:
+            gitune_data_epoch(t.loader, t.preprocess, aug_gen)
+        g_data.append(timer.seconds)
+        with Timer(device) as timer:
             reference_data_epoch(dl, device)
-        r_data.append(t.seconds)
+        r_data.append(timer.seconds)
 
     g_train, r_train = [], []
-    for _ in range(args.epochs):
-        with Timer(device) as t:
-            train_epoch(g_model, loader, "uniform", g_loss, g_opt, preprocess, 4, True, aug_gen)
-        g_train.append(t.seconds)
-        with Timer(device) as t:
+    for epoch in range(args.epochs):
+        g_train.append(steps.run(1 + epoch)["_seconds"])
+        with Timer(device) as timer:
             reference_epoch(r_model, dl, r_loss, r_opt, device)
-        r_train.append(t.seconds)
+        r_train.append(timer.seconds)
 
     g_ips, r_ips = n / mean(g_train), n / mean(r_train)
     gd_ips, rd_ips = n / mean(g_data), n / mean(r_data)
@@ -167,11 +159,9 @@ def main(argv=None) -> int:
           f"epoch: {min(mean(r_data) / mean(r_train), 1.0):.1%} (workers overlap it with the model when > 0)")
     print(f"model alone (gitune epoch − its data path): {model_s:.2f} s/epoch → the best any data pipeline "
           f"could reach here is {mean(r_train) / model_s:.1f}× the reference")
-    full = 12406 / g_ips
-    print(f"200 epochs of CIFAR-10-LT at the gitune rate (no GIT): {200 * full / 60:.1f} min "
-          f"(target on one H100: ≤ 3 min with GIT)")
-    print(f"RESULT ratio gitune/reference epoch throughput = {g_ips / r_ips:.2f}× (target ≥ {TARGET:.0f}× on "
-          f"an H100); data path alone = {gd_ips / rd_ips:.1f}×")
+    result("epoch throughput, gitune trial / reference-style pipeline", f"{g_ips / r_ips:.2f}× "
+           f"(data path alone {gd_ips / rd_ips:.1f}×)", f"≥ {TARGET:.0f}× on an H100",
+           g_ips / r_ips >= TARGET if device.type == "cuda" else None)
     return 0
 
 

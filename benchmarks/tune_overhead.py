@@ -3,7 +3,7 @@
 The same small trial (built-in glyph data, gitune's defaults for it: 10 classes, 28 px, 500 → 5 long tail;
 `--arch` small_cnn by default; `--epochs` 5; `train.threads` = --threads) runs twice:
 
-  bare   gitune's `train_epoch` + `evaluate` (val every epoch, test after the last), in this process,
+  bare   gitune's `train_one_epoch` + `evaluate_epoch` (val every epoch, test after the last), in this process,
          with the model, loss, optimizer, scheduler, loader and RNG streams built as a trial builds them;
   sweep  a real one-trial sweep, `gitune.sweep.main([...])` on a temporary space file (FIFO scheduler),
          `--tracking-uri sqlite:///<tmp>/mlflow.db`, `--storage <tmp>/rr`: the trial logs its metrics to
@@ -39,7 +39,7 @@ import time
 import torch
 
 import common  # noqa: F401  (puts the repository root on sys.path)
-from common import Timer, describe_machine, make_parser, mean, print_table, setup
+from common import Timer, describe_machine, make_parser, mean, print_table, result, setup
 
 NAME = "bench-tune-overhead"
 
@@ -66,21 +66,17 @@ config:
 
 
 def bare_trial(cfg: dict, device: torch.device) -> tuple[float, list[float]]:
-    """Setup seconds and per-epoch seconds (train_one_epoch + evaluate, test after the last): the trial's own
-    pieces from gitune's build_trial, without Tune, MLflow or checkpoints."""
-    from gitune.trainables.classifier import Batches, build_trial, evaluate, train_one_epoch
+    """Setup seconds and per-epoch seconds (train_one_epoch + evaluate_epoch: val, test after the last): the
+    trial's own pieces from gitune's build_trial, without Tune, MLflow or checkpoints."""
+    from gitune.trainables.classifier import build_trial, evaluate_epoch, train_one_epoch
 
     with Timer(device) as t_setup:
         trial = build_trial(cfg, device)
-    data, ev = trial.data, trial.cfg["eval"]
     epoch_s = []
     for epoch in range(trial.cfg["train"]["epochs"]):
         with Timer(device) as t:
             train_one_epoch(trial, epoch)
-            evaluate(trial.model, trial.val, trial.preprocess, ev["batch_size"], data.class_counts, "val")
-            if epoch + 1 == trial.cfg["train"]["epochs"]:
-                test = Batches(data.test.images.to(device), data.test.labels.to(device))
-                evaluate(trial.model, test, trial.preprocess, ev["batch_size"], data.class_counts, "test")
+            evaluate_epoch(trial, epoch + 1)
         epoch_s.append(t.seconds)
     return t_setup.seconds, epoch_s
 
@@ -181,7 +177,7 @@ def measure(args, device: torch.device, tmp: str) -> None:
 
     bare_all = bare1[1][1:] + bare2[1][1:]
     print_table(["path", "mean s/epoch", "× bare", "min s/epoch", "max s/epoch"], [
-        ["bare loop: train_epoch + evaluate", bare_epoch, 1.0, min(bare_all), max(bare_all)],
+        ["bare loop: train_one_epoch + evaluate_epoch", bare_epoch, 1.0, min(bare_all), max(bare_all)],
         ["sweep: MLflow log cadence (Δ timestamps)", sweep_epoch, sweep_epoch / bare_epoch, min(cadence),
          max(cadence)],
         ["sweep: Tune time_this_iter_s", mean(iters[1:]), mean(iters[1:]) / bare_epoch, min(iters[1:]),
@@ -212,9 +208,11 @@ def measure(args, device: torch.device, tmp: str) -> None:
         print(f"\nnote: the per-epoch difference ({over:+.3f} s) is within the bare loop's own epoch-to-epoch "
               f"spread ({spread:.3f} s, epochs 2..N-1): the overhead per epoch is not resolved at this size on "
               f"this machine")
-    print(f"\nRESULT Tune + MLflow overhead per reported epoch = {over:+.3f} s ({sweep_epoch / bare_epoch:.2f}× the "
-          f"bare epoch of {bare_epoch:.3f} s); fixed per-trial overhead {sweep_wall - bare_total:.1f} s; Ray "
-          f"start-up {ray_start:.1f} s, not included")
+    print()
+    result("Tune + MLflow overhead per reported epoch", f"{over:+.3f} s ({sweep_epoch / bare_epoch:.2f}× the bare "
+           f"epoch of {bare_epoch:.3f} s)")
+    result("fixed overhead per trial (Ray start-up once per sweep, not included)",
+           f"{sweep_wall - bare_total:.1f} s (Ray start-up {ray_start:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -319,3 +319,31 @@ def test_rng_streams_from_the_same_device_type_continue_exactly(tmp_path, caplog
     assert "reseeding" not in caplog.text
     for k, g in restored.items():
         assert torch.equal(torch.rand(5, generator=g), want[k]), k
+
+
+def test_generator_stage_rng_from_another_device_type_is_reseeded(tmp_path, caplog):
+    """The generator stage's checkpoint stores its RNG's device type; a stage retried on another device type
+    reseeds its training stream for the iteration it resumes at instead of crashing in set_state."""
+    from gitune.trainables import generator as stage
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(net.parameters())
+    rng = torch.Generator().manual_seed(stream_seed(5, stage.TRAIN_STREAM))
+    state = {"net": net.state_dict(), "opt": opt.state_dict(), "iteration": 40,
+             "rng": torch.zeros(16, dtype=torch.uint8), "rng_device": "cuda", "torch_rng": torch.get_rng_state()}
+    torch.save(state, tmp_path / stage.STATE_FILE)
+    with caplog.at_level(logging.WARNING, logger=classifier.__name__):
+        start = stage.restore_stage(FakeCheckpoint(tmp_path), {"net": net, "opt": opt}, rng, seed=5)
+    assert start == 40 and "reseeding them for iteration 40" in caplog.text
+    want = torch.Generator().manual_seed(stream_seed(5, stage.TRAIN_STREAM, 40))
+    assert torch.equal(torch.rand(4, generator=rng), torch.rand(4, generator=want))
+    # Same device type: the saved stream continues exactly.
+    mid = torch.Generator().manual_seed(1)
+    torch.rand(3, generator=mid)
+    torch.save({**state, "rng": mid.get_state(), "rng_device": "cpu"}, tmp_path / stage.STATE_FILE)
+    caplog.clear()
+    fresh = torch.Generator().manual_seed(99)
+    assert stage.restore_stage(FakeCheckpoint(tmp_path), {"net": net, "opt": opt}, fresh, seed=5) == 40
+    assert "reseeding" not in caplog.text
+    assert torch.equal(torch.rand(4, generator=fresh), torch.rand(4, generator=mid))

@@ -205,11 +205,12 @@ def stream_seed(seed: int, index: int, epoch: int = 0) -> int:
 
 
 def restore_streams(gens: dict[str, torch.Generator], saved: dict[str, torch.Tensor], saved_device: str | None,
-                    seed: int, epoch: int) -> bool:
+                    reseeds: dict[str, int], where: str) -> bool:
     """Load the saved RNG streams; False when they were reseeded instead. A CPU generator's state does not
-    fit a CUDA generator (nor the reverse), so a trial retried on another device type reseeds every stream
-    from (seed, stream, epoch) with a warning: reproducible, but not the draws the first device would
-    have made. `saved_device` None: a checkpoint from before the device type was stored."""
+    fit a CUDA generator (nor the reverse), so a trial retried on another device type reseeds each stream
+    with its seed in `reseeds` (derived from the trial's seed and where it resumes: `where` says which, for
+    the warning): reproducible, but not the draws the first device would have made. `saved_device` None: a
+    checkpoint from before the device type was stored."""
     device = next(iter(gens.values())).device.type
     if saved_device in (None, device):
         try:
@@ -220,12 +221,11 @@ def restore_streams(gens: dict[str, torch.Generator], saved: dict[str, torch.Ten
         except RuntimeError:
             if saved_device is not None:
                 raise
-    log.warning("RNG streams saved on %s cannot be loaded into %s generators: reseeding them for epoch %d "
-                "(the trial goes on, with other random draws than an uninterrupted run)",
-                saved_device or "another device type", device, epoch)
-    for i, name in enumerate(RNG_STREAMS):
-        if name in gens:
-            gens[name].manual_seed(stream_seed(seed, i, epoch))
+    log.warning("RNG streams saved on %s cannot be loaded into %s generators: reseeding them for %s "
+                "(the run goes on, with other random draws than an uninterrupted run)",
+                saved_device or "another device type", device, where)
+    for name, g in gens.items():
+        g.manual_seed(reseeds[name])
     return False
 
 
@@ -236,7 +236,9 @@ def _restore(checkpoint, model, optimizer, scheduler, gens: dict[str, torch.Gene
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     epoch = int(state["epoch"])
-    restore_streams(gens, state["rng"], state.get("rng_device"), seed, epoch)
+    restore_streams(gens, state["rng"], state.get("rng_device"),
+                    {name: stream_seed(seed, i, epoch) for i, name in enumerate(RNG_STREAMS) if name in gens},
+                    f"epoch {epoch}")
     torch.set_rng_state(state["torch_rng"])
     return epoch
 

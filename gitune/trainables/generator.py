@@ -30,7 +30,7 @@ from gitune.models import count_parameters
 from gitune.models.munit import MUNIT_DEFAULTS, build_munit, munit_check
 from gitune.pretrain import GENERATOR_FILE, export_generator
 from gitune.tracking import TrackingContext, TrialRun
-from gitune.trainables.classifier import pick_device
+from gitune.trainables.classifier import pick_device, restore_streams, stream_seed
 from gitune.training.compute import Compute, cudnn_autotune, resolve_compute
 from gitune.training.git import generate, to_generator_range
 from gitune.training.munit import build_munit_optimizers, munit_step, sample_grid
@@ -38,7 +38,7 @@ from gitune.training.munit import build_munit_optimizers, munit_step, sample_gri
 STATE_FILE = "state.pt"
 LOSS_KEYS = ("loss/dis", "loss/gen_total", "loss/gen_adv", "loss/recon_x", "loss/recon_s", "loss/recon_c")
 GRID_ROWS, GRID_STYLES = 8, 6
-FID_STREAM = 29  # the fidelity RNG is seeded from generator.seed · 1000 + this (training uses + 17)
+TRAIN_STREAM, FID_STREAM = 17, 29  # RNG streams: stream_seed(generator.seed, stream)
 
 
 def arch_of(gc: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +91,7 @@ def fidelity_indices(labels: torch.Tensor, num_classes: int, n: int) -> torch.Te
 def measure_generator(gen, images01: torch.Tensor, truth, gc: dict[str, Any]) -> dict[str, float]:
     """Fidelity of the current generator in eval mode, with an RNG of its own, re-seeded every time: the
     training RNG is untouched (resume stays exact) and every report draws the same styles."""
-    rng = torch.Generator(device=images01.device).manual_seed(gc["seed"] * 1000 + FID_STREAM)
+    rng = torch.Generator(device=images01.device).manual_seed(stream_seed(gc["seed"], FID_STREAM))
     was_training = gen.training
     gen.eval()
     try:
@@ -99,6 +99,21 @@ def measure_generator(gen, images01: torch.Tensor, truth, gc: dict[str, Any]) ->
                                 draws=gc["fid_draws"])
     finally:
         gen.train(was_training)
+
+
+def restore_stage(checkpoint, parts: dict[str, Any], rng: torch.Generator, seed: int) -> int:
+    """Load a stage checkpoint into `parts` (networks, optimizers, schedules by state key) and `rng`; the
+    iteration it was taken at. A checkpoint from another device type (a retried stage on a CPU node after a
+    GPU one) reseeds the training stream for that iteration, as classifier trials do, with a warning."""
+    with checkpoint.as_directory() as d:
+        state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
+    for key, part in parts.items():
+        part.load_state_dict(state[key])
+    start = int(state["iteration"])
+    restore_streams({"train": rng}, {"train": state["rng"]}, state.get("rng_device"),
+                    {"train": stream_seed(seed, TRAIN_STREAM, start)}, f"iteration {start}")
+    torch.set_rng_state(state["torch_rng"])
+    return start
 
 
 def train_generator(config: dict[str, Any], tracking: TrackingContext | None = None) -> None:
@@ -122,7 +137,7 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
         gen, dis, generator_lr(gc), (gc["beta1"], gc["beta2"]), gc["weight_decay"], gc["lr_step"], gc["lr_gamma"])
     weights = {"gan": gc["w_gan"], "recon_x": gc["w_recon_x"], "recon_s": gc["w_recon_s"],
                "recon_c": gc["w_recon_c"]}
-    rng = torch.Generator(device=device).manual_seed(gc["seed"] * 1000 + 17)
+    rng = torch.Generator(device=device).manual_seed(stream_seed(gc["seed"], TRAIN_STREAM))
     images = data.train.images.to(device)
     labels = data.train.labels.to(device)
     counts = torch.bincount(labels, minlength=data.num_classes).clamp_min(1)
@@ -136,14 +151,8 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
     start = 0
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
-        for module, key in ((gen, "gen"), (dis, "dis"), (opt_g, "opt_g"), (opt_d, "opt_d"),
-                            (sched_g, "sched_g"), (sched_d, "sched_d")):
-            module.load_state_dict(state[key])
-        rng.set_state(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        start = int(state["iteration"])
+        start = restore_stage(checkpoint, {"gen": gen, "dis": dis, "opt_g": opt_g, "opt_d": opt_d,
+                                           "sched_g": sched_g, "sched_d": sched_d}, rng, gc["seed"])
 
     run = None
     if tracking is not None:
@@ -195,7 +204,7 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
             state = {"gen": gen.state_dict(), "dis": dis.state_dict(), "opt_g": opt_g.state_dict(),
                      "opt_d": opt_d.state_dict(), "sched_g": sched_g.state_dict(),
                      "sched_d": sched_d.state_dict(), "iteration": done, "rng": rng.get_state(),
-                     "torch_rng": torch.get_rng_state()}
+                     "rng_device": rng.device.type, "torch_rng": torch.get_rng_state()}
             torch.save(state, os.path.join(d, STATE_FILE))
             if done == total:  # the finished generator, in the file format the sweep and users load
                 export_generator(os.path.join(d, GENERATOR_FILE), gen.state_dict(), arch_of(gc), channels,
