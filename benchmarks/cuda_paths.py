@@ -2,6 +2,7 @@
 
     python benchmarks/cuda_paths.py                 # cuda when available, else cpu
     python benchmarks/cuda_paths.py --device cpu    # the same checks with CPU expectations (make test)
+    python benchmarks/cuda_paths.py --time-limit 140   # under a caller's hard limit: RESULT is still printed
 
 Each check prints one line, `PASS <name>: <measured detail> (<seconds> s)` or `FAIL <name>: <why> (...)`,
 then `RESULT cuda paths: N/N passed on <device name>`; the exit status is 1 when any check failed.
@@ -694,11 +695,22 @@ def check_generator_steps(device: torch.device) -> str:
 # ---- Running ----------------------------------------------------------------------------------------------
 
 class Runner:
-    def __init__(self, timeout: int):
-        self.timeout = timeout
+    """Runs the checks, each under SIGALRM: at most --check-timeout seconds, and none past --time-limit (so
+    that a caller's hard limit, e.g. gpu_check.sh's `timeout`, which also kills Ray, never cuts the RESULT)."""
+
+    def __init__(self, timeout: int, time_limit: float | None):
+        self.check_timeout = timeout
+        self.deadline = time.monotonic() + time_limit if time_limit else None
         self.results: list[tuple[str, bool]] = []
 
     def run(self, name: str, fn, *args) -> bool:
+        self.timeout = self.check_timeout
+        if self.deadline is not None:
+            left = int(self.deadline - time.monotonic())
+            if left < 1:
+                self.skip(name, "not run: --time-limit reached")
+                return False
+            self.timeout = min(self.timeout, left)
         fired = []
 
         def alarm(signum, frame):
@@ -713,26 +725,20 @@ class Runner:
         except CheckFailed as e:
             detail, ok = str(e), False
         except CheckTimeout:
-            detail, ok = f"timed out after {self.timeout} s (--check-timeout)", False
-            if TERMINATED:
-                detail = "terminated by SIGTERM (the caller's time limit)"
+            detail, ok = f"timed out after {self.timeout} s (--check-timeout / --time-limit)", False
         except Exception as e:  # noqa: BLE001 - a check's crash is its failure, the others still run
             tb = traceback.extract_tb(e.__traceback__)
             where = f" at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else ""
             first = (str(e).strip().splitlines() or [""])[0][:300]
             detail, ok = f"{type(e).__name__}: {first}{where}", False
             if fired:  # the alarm's exception came back wrapped (e.g. SystemError out of Ray's Cython code)
-                detail = f"timed out after {self.timeout} s (--check-timeout)"
-            if TERMINATED:
-                detail = "terminated by SIGTERM (the caller's time limit)"
+                detail = f"timed out after {self.timeout} s (--check-timeout / --time-limit)"
         finally:
             signal.alarm(0)
             signal.signal(signal.SIGALRM, old)
         seconds = time.perf_counter() - t0
         print(f"{'PASS' if ok else 'FAIL'} {name}: {detail} ({seconds:.1f} s)", flush=True)
         self.results.append((name, ok))
-        if TERMINATED:
-            raise CheckTimeout()  # no further checks
         return ok
 
     def skip(self, name: str, why: str) -> None:
@@ -740,17 +746,12 @@ class Runner:
         self.results.append((name, False))
 
 
-TERMINATED: list[bool] = []
-
-
-def _terminate(signum, frame):
-    TERMINATED.append(True)
-    raise CheckTimeout()
-
-
 def main(argv=None) -> int:
     p = make_parser(__doc__.splitlines()[0])
     p.add_argument("--check-timeout", type=int, default=300, help="seconds one check may take before it fails")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="seconds for the whole script: a check still running then fails, later ones are not run, "
+                        "and the RESULT line is printed (set it below any hard limit the caller imposes)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (sweep log, MLflow db, Ray logs)")
     args = p.parse_args(argv)
     device = setup(args)  # no CUDA call but is_available(): checks 8 and 9 need a driver without a CUDA context
@@ -759,7 +760,7 @@ def main(argv=None) -> int:
         device = torch.device("cuda", 0)
     start = time.perf_counter()
     tmp = tempfile.mkdtemp(prefix="gcp-", dir="/tmp")  # short: Ray's socket paths live under it
-    runner = Runner(args.check_timeout)
+    runner = Runner(args.check_timeout, args.time_limit)
     print(f"cuda paths: --device {device.type}, torch {torch.__version__}, {os.cpu_count()} CPUs, driver threads "
           f"{torch.get_num_threads()}, temp {tmp}", flush=True)
     ray_checks = [("1 device-in-ray", check_device_in_ray, device),
@@ -781,17 +782,12 @@ def main(argv=None) -> int:
             for name, *_ in ray_checks:
                 runner.skip(name, "Ray did not start")
             ray_checks = []
-        # SIGTERM (gpu_check.sh's time limit) ends the running check as a failure, skips the rest and still
-        # prints the RESULT line. Set after ray.init, which installs a SIGTERM handler of its own.
-        signal.signal(signal.SIGTERM, _terminate)
         for name, fn, *fargs in ray_checks:
             runner.run(name, fn, *fargs)
         with contextlib.suppress(Exception):
             ray.shutdown()
         for name, fn, *fargs in local_checks:
             runner.run(name, fn, *fargs)
-    except CheckTimeout:  # SIGTERM between checks
-        pass
     finally:
         with contextlib.suppress(BaseException):
             ray.shutdown()
@@ -802,7 +798,7 @@ def main(argv=None) -> int:
     done = {name for name, _ in runner.results}
     for name, *_ in ray_checks + local_checks:
         if name not in done:
-            runner.skip(name, "not run: terminated by SIGTERM")
+            runner.skip(name, "not run")
     passed = sum(ok for _, ok in runner.results)
     total = len(runner.results)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"

@@ -1,9 +1,17 @@
 """Shared test set-up: one small local Ray instance per session, started only by tests that need it."""
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
+# Tests stay on this machine: no usage reports from Ray, no telemetry from MLflow, and no joining a cluster
+# that RAY_ADDRESS in the caller's environment points at.
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ["DO_NOT_TRACK"] = "true"
+os.environ.pop("RAY_ADDRESS", None)
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -14,10 +22,15 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 def ray_session():
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    temp = None
+    if not ray.is_initialized():  # on the loopback address, with its own temp folder (short: socket paths)
+        temp = tempfile.mkdtemp(prefix="gt-ray-", dir="/tmp")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
+                 _temp_dir=temp)
     yield ray
     ray.shutdown()
+    if temp:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture

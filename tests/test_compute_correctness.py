@@ -347,3 +347,21 @@ def test_generator_stage_rng_from_another_device_type_is_reseeded(tmp_path, capl
     assert stage.restore_stage(FakeCheckpoint(tmp_path), {"net": net, "opt": opt}, fresh, seed=5) == 40
     assert "reseeding" not in caplog.text
     assert torch.equal(torch.rand(4, generator=fresh), torch.rand(4, generator=mid))
+
+
+def test_full_precision_turns_tf32_off_for_cuda_and_restores_it():
+    """cuDNN runs fp32 convs in TF32 by default on Ampere and later: evaluation asks for IEEE fp32 and puts
+    the trial's setting back afterwards (the flags are process-wide; CUDA itself is not needed to set them)."""
+    from gitune.training.compute import _ieee_fp32
+
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = (conv.fp32_precision, matmul.fp32_precision)
+    conv.fp32_precision = "tf32"
+    try:
+        with _ieee_fp32(True):
+            assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+        assert conv.fp32_precision == "tf32" and matmul.fp32_precision == before[1]
+        with _ieee_fp32(False):  # CPU evaluation: nothing to change
+            assert conv.fp32_precision == "tf32"
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = before

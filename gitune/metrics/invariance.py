@@ -55,7 +55,9 @@ def spearman(x, y) -> float:
 def per_class_means(values: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Mean of `values` per class label, on their device; NaN for classes with no entries.
 
-    index_add_ rather than weighted bincount: it has a deterministic CUDA implementation.
+    index_add_ rather than weighted bincount: it has a deterministic CUDA implementation, which torch uses
+    under `train.deterministic`; otherwise CUDA adds with atomics and the sums may differ in the last bits
+    from call to call.
     """
     values = values.reshape(-1).float()
     labels = labels.reshape(-1).long()

@@ -64,10 +64,37 @@ class Compute:
                 "compute/compile": str(self.compile).lower()}
 
 
+@contextlib.contextmanager
 def full_precision(device: torch.device):
-    """Autocast off on `device`: evaluation and every invariance metric read fp32 logits, whatever precision
-    the trial trains in, so that accuracy and eKLD depend on the weights, not on the rounding of bf16."""
-    return torch.autocast(device_type=device.type, enabled=False)
+    """Autocast off on `device`, and on CUDA true fp32 (IEEE) for cuDNN convolutions and matmuls instead of
+    TF32, which cuDNN uses for fp32 convs by default on Ampere and later: evaluation and every invariance
+    metric read fp32 logits, whatever precision the trial trains in, so that accuracy and eKLD depend on the
+    weights, not on the rounding of bf16 or TF32's 10-bit mantissa, and GPU numbers compare with CPU ones."""
+    with torch.autocast(device_type=device.type, enabled=False), _ieee_fp32(device.type == "cuda"):
+        yield
+
+
+FP32_KNOBS = ("cudnn.conv", "cuda.matmul")  # torch.backends.<knob>.fp32_precision ("ieee" | "tf32" | "none")
+
+
+@contextlib.contextmanager
+def _ieee_fp32(enabled: bool):
+    """Set torch.backends' fp32_precision of cuDNN convs and CUDA matmuls to "ieee" for the block, then back.
+    Only the new per-backend API is used: torch refuses to read its legacy allow_tf32 flags once they mix."""
+    knobs = []
+    if enabled:
+        for path in FP32_KNOBS:
+            obj = torch.backends
+            for part in path.split("."):
+                obj = getattr(obj, part, None)
+            if obj is not None and hasattr(obj, "fp32_precision"):
+                knobs.append((obj, obj.fp32_precision))
+                obj.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        for obj, value in knobs:
+            obj.fp32_precision = value
 
 
 CUBLAS_DETERMINISTIC = (":4096:8", ":16:8")  # the two workspace settings cuBLAS is deterministic with
