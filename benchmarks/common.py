@@ -242,7 +242,7 @@ def generator_payload(spec, seed: int = 0) -> dict:
     """A generator stage payload of the recipe's generator size (the reference MUNIT) with random weights:
     its cost does not depend on them."""
     from gitune.models.munit import MunitGenerator
-    from gitune.training.git import GENERATOR_ARCH_KEYS
+    from gitune.generator_file import GENERATOR_ARCH_KEYS
 
     arch = {k: spec.generator["config"][k] for k in GENERATOR_ARCH_KEYS}
     torch.manual_seed(seed)

@@ -575,15 +575,15 @@ def caught_warnings(name: str):
 
 
 def check_rng_restore(device: torch.device, tmp: str) -> str:
-    from gitune.trainables import classifier
+    from gitune.trainables import checkpoint
 
-    with caught_warnings(classifier.__name__) as caught:
+    with caught_warnings(checkpoint.__name__) as caught:
         return _rng_restore(device, tmp, caught)
 
 
 def _rng_restore(device: torch.device, tmp: str, caught) -> str:
     from gitune.models import create_model
-    from gitune.trainables import classifier
+    from gitune.trainables import checkpoint, classifier
     from gitune.trainables.classifier import RNG_STREAMS, stream_seed
     from gitune.training.schedule import build_optimizer, build_scheduler
 
@@ -599,7 +599,7 @@ def _rng_restore(device: torch.device, tmp: str, caught) -> str:
     scheduler = build_scheduler(optimizer, 0, [5], 0.1)
     folder = os.path.join(tmp, "rng")
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, classifier.STATE_FILE)
+    path = os.path.join(folder, checkpoint.STATE_FILE)
     # Saved on the other device type: on cuda real CPU generators' states; on cpu a CUDA generator's (Philox
     # seed + offset: 16 bytes), which a CPU generator cannot take.
     if other == "cpu":
@@ -626,7 +626,7 @@ def _rng_restore(device: torch.device, tmp: str, caught) -> str:
     # The same through restore_streams directly, with a checkpoint that does not say its device (older runs).
     reseeds = {n: stream_seed(seed, i, epoch) for i, n in enumerate(RNG_STREAMS)}
     g2 = gens_on(device)
-    need(classifier.restore_streams(g2, state["rng"], None, reseeds, "epoch 4") is False,
+    need(checkpoint.restore_streams(g2, state["rng"], None, reseeds, "epoch 4") is False,
          "an unlabelled foreign state was loaded instead of reseeded")
     # Same device type: the streams go on exactly where they were.
     mid = gens_on(device)
@@ -648,7 +648,7 @@ def _rng_restore(device: torch.device, tmp: str, caught) -> str:
     rng = torch.Generator(device=device).manual_seed(stream_seed(5, stage.TRAIN_STREAM))
     foreign = state["rng"]["sample"]
     torch.save({"net": net.state_dict(), "iteration": 40, "rng": foreign, "rng_device": other,
-                "torch_rng": torch.get_rng_state()}, os.path.join(folder, stage.STATE_FILE))
+                "torch_rng": torch.get_rng_state()}, os.path.join(folder, checkpoint.STATE_FILE))
     need(stage.restore_stage(_Checkpoint(folder), {"net": net}, rng, seed=5) == 40, "restore_stage: iteration")
     need(any("reseeding them for iteration 40" in w for w in warnings), "generator stage: no reseeding warning")
     want = torch.Generator(device=device).manual_seed(stream_seed(5, stage.TRAIN_STREAM, 40))

@@ -3,7 +3,7 @@ each against the baseline arm, printed when the trials finish.
 
 A sweep that compares GIT with its baseline over several seeds should end with that comparison, not only
 with its single best trial; the numbers are the same as `python -m gitune.report --baseline ...` gives from
-MLflow later (gitune.report_stats does the statistics for both).
+MLflow later (gitune.report.stats does the statistics for both).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from gitune import report_stats as rs
+import gitune.report.stats as rs
 
 # What the comparison shows: (metric, short title, digits).
 COLUMNS = (("test/bal_acc", "bal acc", 3), ("test/acc_few", "few acc", 3), ("test/acc_many", "many acc", 3),
@@ -22,7 +22,7 @@ BASELINE_KEYS = ("git.prob", "aug.oracle_prob")
 
 @dataclass
 class Result:
-    """One finished trial, as report_stats sees it: its tuned values and its last reported metrics."""
+    """One finished trial, as gitune.report.stats sees it: its tuned values and its last reported metrics."""
 
     params: dict[str, Any]
     metrics: dict[str, Any]

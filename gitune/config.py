@@ -1,138 +1,28 @@
 """The trial configuration: defaults and a validator for every key a trainable reads.
 
-One table (SCHEMA) says, for each dotted key, what values are allowed. The spaces parser checks the
-fixed values and every value a distribution can produce against it, so that a typo in a loss name or
-a negative learning rate is caught before Ray starts, not in trial 37 after an hour.
+One table (KEYS) declares each dotted key once: its default, its check (what values are allowed) and a
+one-line doc. DEFAULTS, GENERATOR_DEFAULTS, schema(), docs/config.md and the space-file JSON Schema
+(gitune.config_doc) are derived from it. The spaces parser checks the fixed values and every value a
+distribution can produce against it, so that a typo in a loss name or a negative learning rate is caught
+before Ray starts, not in trial 37 after an hour. The names a key may take (losses, models, ...) come from
+gitune.registry, so this module imports no implementation (and no torch).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from gitune.errors import UserError
+from gitune.munit_defaults import MUNIT_DEFAULTS
+from gitune.registry import DATASETS, GIT_SAMPLERS, LOSSES, MODEL_NAMES, PROFILES, RULES
 
 GROUPS = ("data", "model", "optim", "train", "aug", "git", "eval")  # a classifier trial's config
 GENERATOR_GROUPS = ("data", "generator")  # a generator trial's config
 
-DEFAULTS: dict[str, Any] = {
-    "data": {
-        "name": "glyphs",
-        "root": "./data",
-        "path": None,
-        "download": True,
-        "profile": "exp",
-        "ratio": 100.0,
-        "alpha": 2.0,
-        "n_max": None,
-        "n_min": 5,
-        "num_classes": None,
-        "image_size": None,
-        "channels": None,
-        "val_per_class": 50,
-        "test_per_class": 100,
-        "instance": 0,
-        "seed": 0,
-        "natural": None,
-        "nuisance": {"rotation": 0.0, "background": 0, "stroke": False, "translate": 0},
-        "nuisance_rank": None,
-        "dataset": None,
-        "subset": None,
-    },
-    "model": {"arch": "resnet32"},
-    "optim": {
-        "lr": 0.1,
-        "momentum": 0.9,
-        "weight_decay": 2e-4,
-        "nesterov": False,
-        "warmup_epochs": 5,
-        "milestones": [160, 180],
-        "gamma": 0.01,
-    },
-    "train": {
-        "epochs": 200,
-        "batch_size": 128,
-        "loss": "ce",
-        "rule": "erm",
-        "deferred_epoch": None,
-        "beta": 0.9999,
-        "focal_gamma": 1.0,
-        "ldam_max_m": 0.5,
-        "ldam_s": 30.0,
-        "la_tau": 1.0,
-        "crop_pad": None,
-        "flip": None,
-        "seed": 0,
-        "threads": None,
-        "precision": "auto",
-        "channels_last": None,
-        "compile": False,
-        "deterministic": False,
-    },
-    "aug": {
-        "oracle_prob": 0.0,
-    },
-    "git": {
-        "prob": 0.0,
-        "start_epoch": 0,
-        "class_threshold": None,
-        "sampler": "same",
-    },
-    "eval": {
-        "batch_size": 1024,
-        "inv_interval": 10,
-        "inv_images_per_class": 40,
-        "inv_transforms": 100,
-        "extra_invariance": True,
-        "latent_layer": "features",
-    },
-}
-
-# The generator stage's own keys (`generator:` block of a space file); docs/method.md, the generator sizes and losses.
-# Not part of a classifier trial's config: classifier trials receive the trained weights instead.
-GENERATOR_DEFAULTS: dict[str, Any] = {
-    "dim": 64,
-    "style_dim": 8,
-    "n_downsample": 2,
-    "n_res": 4,
-    "mlp_dim": 256,
-    "mlp_layers": 3,
-    "disc_dim": 64,
-    "disc_layers": 4,
-    "disc_scales": 1,
-    "iterations": 10000,
-    "batch_size": 1,
-    "lr": 1e-4,
-    "beta1": 0.5,
-    "beta2": 0.999,
-    "weight_decay": 1e-4,
-    "lr_step": 100000,
-    "lr_gamma": 0.5,
-    "w_gan": 1.0,
-    "w_recon_x": 10.0,
-    "w_recon_s": 1.0,
-    "w_recon_c": 1.0,
-    "report_every": 500,
-    "grid_every": 2000,
-    "fid_images": 128,  # held-out clean validation images for the fidelity metrics at every report
-    "fid_draws": 4,  # styles (and nuisance draws) per image for them
-    "seed": 0,
-    "threads": None,
-    # Compute of the generator stage, as train.precision / train.channels_last for classifier trials
-    # (channels_last null: on CUDA). Precision stays fp32 by default: bf16 GAN training is opt-in ("auto" or
-    # "bf16") until a GPU run has shown it reaches the fp32 generator's fid/* numbers.
-    "precision": "fp32",
-    "channels_last": None,
-    # lr is the LR at batch 1 (the reference's batch); with a larger batch_size the LR used is
-    # lr × batch_size (linear) or lr × √batch_size (sqrt), or lr itself (none).
-    "lr_scaling": "none",
-}
-
 LR_SCALINGS = ("none", "linear", "sqrt")
-
-DATASETS = ("glyphs", "cifar10", "cifar100", "npz", "imagefolder", "torchvision")
 
 
 @dataclass(frozen=True)
@@ -142,6 +32,13 @@ class Check:
     test: Callable[[Any], bool]
     expected: str
     numeric: str | None = None  # "int" or "float" when numeric distributions may sample this key
+    # The same rule as a JSON Schema fragment (for `python -m gitune.sweep --schema`); {} = anything.
+    json: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+def _json(kind: str | None, nullable: bool, **more: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {} if kind is None else {"type": [kind, "null"] if nullable else kind}
+    return {**out, **{k: v for k, v in more.items() if v is not None}}
 
 
 def _is_int(v: Any) -> bool:
@@ -158,7 +55,8 @@ def int_range(lo: int | None = None, hi: int | None = None, nullable: bool = Fal
             return nullable
         return _is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi)
 
-    return Check(test, _describe("an integer", lo, hi, nullable), "int")
+    return Check(test, _describe("an integer", lo, hi, nullable), "int",
+                 _json("integer", nullable, minimum=lo, maximum=hi))
 
 
 def float_range(lo: float | None = None, hi: float | None = None, nullable: bool = False,
@@ -172,27 +70,31 @@ def float_range(lo: float | None = None, hi: float | None = None, nullable: bool
             return False
         return hi is None or v <= hi
 
-    return Check(test, _describe("a number", lo, hi, nullable, lo_open), "float")
+    bounds = {"exclusiveMinimum" if lo_open else "minimum": lo, "maximum": hi}
+    return Check(test, _describe("a number", lo, hi, nullable, lo_open), "float", _json("number", nullable, **bounds))
 
 
 def one_of(*names: str, nullable: bool = False) -> Check:
     text = "one of: " + ", ".join(names) + (" (or null)" if nullable else "")
-    return Check(lambda v: (v is None and nullable) or v in names, text)
+    return Check(lambda v: (v is None and nullable) or v in names, text,
+                 json={"enum": list(names) + ([None] if nullable else [])})
 
 
 def boolean(nullable: bool = False) -> Check:
     return Check(lambda v: isinstance(v, bool) or (v is None and nullable),
-                 "true or false" + (" (or null)" if nullable else ""))
+                 "true or false" + (" (or null)" if nullable else ""), json=_json("boolean", nullable))
 
 
 def string(nullable: bool = False) -> Check:
     return Check(lambda v: isinstance(v, str) and v != "" or (v is None and nullable),
-                 "a non-empty string" + (" (or null)" if nullable else ""))
+                 "a non-empty string" + (" (or null)" if nullable else ""),
+                 json=_json("string", nullable, minLength=1))
 
 
 def int_list() -> Check:
     return Check(lambda v: isinstance(v, list) and all(_is_int(x) and x >= 0 for x in v)
-                 and v == sorted(v), "an ascending list of non-negative integers")
+                 and v == sorted(v), "an ascending list of non-negative integers",
+                 json={"type": "array", "items": {"type": "integer", "minimum": 0}})
 
 
 def _describe(kind: str, lo: Any, hi: Any, nullable: bool, lo_open: bool = False) -> str:
@@ -200,116 +102,192 @@ def _describe(kind: str, lo: Any, hi: Any, nullable: bool, lo_open: bool = False
     return kind + (" " + " and ".join(bounds) if bounds else "") + (" (or null)" if nullable else "")
 
 
-def _schema() -> dict[str, Check]:
-    # Name lists come from the modules that implement them, so adding a loss adds it here too.
-    from gitune.data.profiles import PROFILES
-    from gitune.models import MODEL_NAMES
-    from gitune.training.losses import LOSSES
-    from gitune.training.git import GIT_SAMPLERS
-    from gitune.training.rules import RULES
+@dataclass(frozen=True)
+class Key:
+    """One config key, declared once: its default, its check and a one-line doc (docs/config.md shows it)."""
 
-    return {
-        "data.name": one_of(*DATASETS),
-        "data.root": string(),
-        "data.path": string(nullable=True),
-        "data.download": boolean(),
-        "data.profile": one_of(*PROFILES),
-        "data.ratio": float_range(1.0),
-        "data.alpha": float_range(0.0, lo_open=True),
-        "data.n_max": int_range(1, nullable=True),
-        "data.n_min": int_range(1),
-        "data.num_classes": int_range(2, 1000, nullable=True),
-        "data.image_size": int_range(16, 512, nullable=True),
-        "data.channels": Check(lambda v: v in (None, 1, 3), "1 or 3 (or null)"),
-        "data.val_per_class": int_range(1),
-        "data.test_per_class": int_range(1),
-        "data.instance": int_range(0),
-        "data.seed": int_range(0),
-        "data.natural": boolean(nullable=True),
-        "data.nuisance.rotation": float_range(0.0, 180.0),
-        "data.nuisance.background": int_range(0, 255),
-        "data.nuisance.stroke": boolean(),
-        "data.nuisance.translate": int_range(0, 16),
-        "data.nuisance_rank": int_range(1, nullable=True),
-        "data.dataset": string(nullable=True),
-        "data.subset": string(nullable=True),
-        "model.arch": one_of(*MODEL_NAMES),
-        "optim.lr": float_range(0.0, 10.0, lo_open=True),
-        "optim.momentum": float_range(0.0, 1.0),
-        "optim.weight_decay": float_range(0.0, 1.0),
-        "optim.nesterov": boolean(),
-        "optim.warmup_epochs": int_range(0),
-        "optim.milestones": int_list(),
-        "optim.gamma": float_range(0.0, 1.0, lo_open=True),
-        "train.epochs": int_range(1, 100_000),
-        "train.batch_size": int_range(1, 65_536),
-        "train.loss": one_of(*LOSSES),
-        "train.rule": one_of(*RULES),
-        "train.deferred_epoch": int_range(0, nullable=True),
-        "train.beta": float_range(0.0, 1.0),
-        "train.focal_gamma": float_range(0.0),
-        "train.ldam_max_m": float_range(0.0, lo_open=True),
-        "train.ldam_s": float_range(0.0, lo_open=True),
-        "train.la_tau": float_range(0.0),
-        "train.crop_pad": int_range(0, 64, nullable=True),
-        "train.flip": boolean(nullable=True),
-        "train.seed": int_range(0),
-        "train.threads": int_range(1, 1024, nullable=True),
-        "train.precision": one_of("auto", "fp32", "bf16"),
-        "train.channels_last": boolean(nullable=True),
-        "train.compile": boolean(),
-        "train.deterministic": boolean(),
-        "aug.oracle_prob": float_range(0.0, 1.0),
-        "git.prob": float_range(0.0, 1.0),
-        "git.start_epoch": int_range(0),
-        "git.class_threshold": int_range(1, nullable=True),
-        "git.sampler": one_of(*GIT_SAMPLERS),
-        "eval.batch_size": int_range(1, 65_536),
-        "eval.inv_interval": int_range(0),
-        "eval.inv_images_per_class": int_range(1),
-        "eval.inv_transforms": int_range(1),
-        "eval.extra_invariance": boolean(),
-        "eval.latent_layer": string(),
-        "generator.dim": int_range(1, 1024),
-        "generator.style_dim": int_range(1, 1024),
-        "generator.n_downsample": int_range(0, 5),
-        "generator.n_res": int_range(0, 32),
-        "generator.mlp_dim": int_range(1, 4096),
-        "generator.mlp_layers": int_range(2, 16),
-        "generator.disc_dim": int_range(1, 1024),
-        "generator.disc_layers": int_range(1, 8),
-        "generator.disc_scales": int_range(1, 4),
-        "generator.iterations": int_range(1, 10_000_000),
-        "generator.batch_size": int_range(1, 4096),
-        "generator.lr": float_range(0.0, 1.0, lo_open=True),
-        "generator.beta1": float_range(0.0, 1.0),
-        "generator.beta2": float_range(0.0, 1.0),
-        "generator.weight_decay": float_range(0.0, 1.0),
-        "generator.lr_step": int_range(1),
-        "generator.lr_gamma": float_range(0.0, 1.0, lo_open=True),
-        "generator.w_gan": float_range(0.0),
-        "generator.w_recon_x": float_range(0.0),
-        "generator.w_recon_s": float_range(0.0),
-        "generator.w_recon_c": float_range(0.0),
-        "generator.report_every": int_range(1),
-        "generator.grid_every": int_range(0),
-        "generator.fid_images": int_range(1, 100_000),
-        "generator.fid_draws": int_range(2, 64),
-        "generator.seed": int_range(0),
-        "generator.threads": int_range(1, 1024, nullable=True),
-        "generator.precision": one_of("auto", "fp32", "bf16"),
-        "generator.channels_last": boolean(nullable=True),
-        "generator.lr_scaling": one_of(*LR_SCALINGS),
-    }
+    name: str  # dotted: group.key (data.nuisance.rotation)
+    default: Any
+    check: Check
+    doc: str
+
+    @property
+    def group(self) -> str:
+        return self.name.split(".")[0]
 
 
-_SCHEMA: dict[str, Check] | None = None
+_CHANNELS = Check(lambda v: v in (None, 1, 3), "1 or 3 (or null)", json={"enum": [1, 3, None]})
+_PRECISIONS = ("auto", "fp32", "bf16")
+_G = MUNIT_DEFAULTS  # the generator's architecture defaults live beside the networks (gitune/munit_defaults.py)
+
+# Every key a trial reads, in the order of the trial config. DEFAULTS, GENERATOR_DEFAULTS, schema() and
+# docs/config.md are all derived from this table: a new key is one line here (and the code that reads it).
+KEYS: tuple[Key, ...] = (
+    Key("data.name", "glyphs", one_of(*DATASETS),
+        "`glyphs` (built-in, no download), `cifar10`, `cifar100`, `npz`, `imagefolder`, `torchvision`"),
+    Key("data.root", "./data", string(), "where CIFAR / torchvision files live / are downloaded"),
+    Key("data.path", None, string(nullable=True), "the `.npz` file or image folder for custom data"),
+    Key("data.download", True, boolean(), "let torchvision download CIFAR / a torchvision dataset when missing"),
+    Key("data.profile", "exp", one_of(*PROFILES), "long-tail profile"),
+    Key("data.ratio", 100.0, float_range(1.0), "imbalance ratio ρ = n_max / n_min (`exp`, `step`)"),
+    Key("data.alpha", 2.0, float_range(0.0, lo_open=True), "Zipf exponent (`zipf`)"),
+    Key("data.n_max", None, int_range(1, nullable=True),
+        "images in the largest class (null: CIFAR-10 5000, CIFAR-100 500, custom: the largest class; glyphs 500)"),
+    Key("data.n_min", 5, int_range(1), "images in the smallest class: the Zipf floor (`zipf`)"),
+    Key("data.num_classes", None, int_range(2, 1000, nullable=True),
+        "glyphs: number of classes (null: 10)"),
+    Key("data.image_size", None, int_range(16, 512, nullable=True),
+        "image side in px: glyphs (null: 28); custom data is resized to it (null: as stored)"),
+    Key("data.channels", None, _CHANNELS, "image channels: glyphs 1; custom data is converted to it (null: as stored)"),
+    Key("data.val_per_class", 50, int_range(1),
+        "balanced validation images per class, drawn from images the long tail left unused"),
+    Key("data.test_per_class", 100, int_range(1), "held-out test images per class when the source has no test set"),
+    Key("data.instance", 0, int_range(0),
+        "Zipf class-to-rank order (instance k is reproducible; instances differ)"),
+    Key("data.seed", 0, int_range(0), "seed of the data generation and of the held-out slices"),
+    Key("data.natural", None, boolean(nullable=True),
+        "natural images get crop+flip and standard augmentation as invariance T (null: true for CIFAR and "
+        "3-channel custom data, false for glyphs and 1-channel data)"),
+    Key("data.nuisance.rotation", 0.0, float_range(0.0, 180.0),
+        "class-agnostic nuisance: max rotation angle (°), U[−a, a] bicubic. Glyphs are rendered with the nuisances; "
+        "any other source has every image transformed once (seeded), as in K49-LT. They are also the T used for eKLD"),
+    Key("data.nuisance.background", 0, int_range(0, 255),
+        "class-agnostic nuisance: pixels equal to 0 set to a grey level U{0..b} (0–255)"),
+    Key("data.nuisance.stroke", False, boolean(),
+        "class-agnostic nuisance: dilation/erosion (the stroke width for glyphs)"),
+    Key("data.nuisance.translate", 0, int_range(0, 16), "class-agnostic nuisance: max shift (px)"),
+    Key("data.nuisance_rank", None, int_range(1, nullable=True),
+        "single-transformed-class mode: only the class of this rank (1 = head; Zipf ranks follow `data.instance`) "
+        "gets the nuisance, in every split"),
+    Key("data.dataset", None, string(nullable=True),
+        "with `name: torchvision`: the `torchvision.datasets` class name, e.g. `KMNIST`, `MNIST`, `FashionMNIST`, "
+        "`EMNIST`, `SVHN`, `GTSRB`, `USPS`"),
+    Key("data.subset", None, string(nullable=True),
+        "the torchvision class's `split` when it has both `split` and `train`, e.g. EMNIST `balanced`, `letters`"),
+    Key("model.arch", "resnet32", one_of(*MODEL_NAMES), "classifier architecture"),
+    Key("optim.lr", 0.1, float_range(0.0, 10.0, lo_open=True), "SGD learning rate"),
+    Key("optim.momentum", 0.9, float_range(0.0, 1.0), "SGD momentum"),
+    Key("optim.weight_decay", 2e-4, float_range(0.0, 1.0), "SGD weight decay"),
+    Key("optim.nesterov", False, boolean(), "Nesterov momentum"),
+    Key("optim.warmup_epochs", 5, int_range(0), "linear LR warm-up epochs (≤ `train.epochs`)"),
+    Key("optim.milestones", [160, 180], int_list(), "epochs at which the LR is multiplied by `optim.gamma`"),
+    Key("optim.gamma", 0.01, float_range(0.0, 1.0, lo_open=True), "LR factor at each milestone"),
+    Key("train.epochs", 200, int_range(1, 100_000), "training epochs"),
+    Key("train.batch_size", 128, int_range(1, 65_536), "training batch size"),
+    Key("train.loss", "ce", one_of(*LOSSES),
+        "`ce`, `ldam` (cosine head, s=`ldam_s`, max margin `ldam_max_m`), `focal` (`focal_gamma`), "
+        "`logit_adjusted` (`la_tau`; τ=1 is balanced softmax)"),
+    Key("train.rule", "erm", one_of(*RULES),
+        "`erm`, `resample`, `reweight` (effective number, `beta`), `drw`, `drs` (deferred at `deferred_epoch`)"),
+    Key("train.deferred_epoch", None, int_range(0, nullable=True),
+        "epoch at which `drw` / `drs` start (null: the first milestone, else 80 % of the epochs)"),
+    Key("train.beta", 0.9999, float_range(0.0, 1.0), "effective-number β of `reweight` / `drw`"),
+    Key("train.focal_gamma", 1.0, float_range(0.0), "focal loss γ"),
+    Key("train.ldam_max_m", 0.5, float_range(0.0, lo_open=True), "LDAM largest margin (the smallest class's)"),
+    Key("train.ldam_s", 30.0, float_range(0.0, lo_open=True), "LDAM logit scale s of the cosine head"),
+    Key("train.la_tau", 1.0, float_range(0.0), "logit adjustment τ (1: balanced softmax)"),
+    Key("train.crop_pad", None, int_range(0, 64, nullable=True),
+        "training random-crop padding (null: 4 for natural images, none otherwise)"),
+    Key("train.flip", None, boolean(nullable=True), "training horizontal flip (null: for natural images only)"),
+    Key("train.seed", 0, int_range(0),
+        "model init, sampling and augmentation; same config + seed → the same numbers on CPU, exactly; on a GPU "
+        "up to the last bits unless `train.deterministic`"),
+    Key("train.threads", None, int_range(1, 1024, nullable=True), "torch CPU threads per trial"),
+    Key("train.precision", "auto", one_of(*_PRECISIONS),
+        "`auto` (bf16 autocast on CUDA, fp32 on CPU), `fp32`, `bf16`; autocast covers the training forward pass "
+        "and the loss only: augmentation, GIT's generator, the LDAM cosine head, the optimizer, evaluation and "
+        "every invariance metric run in fp32"),
+    Key("train.channels_last", None, boolean(nullable=True),
+        "channels_last weights and inputs (null: on CUDA, off on CPU)"),
+    Key("train.compile", False, boolean(),
+        "`torch.compile` the training forward pass (compiles once per trial: worth it for long trials on a GPU)"),
+    Key("train.deterministic", False, boolean(),
+        "deterministic kernels (`torch.use_deterministic_algorithms`, deterministic cuDNN without autotuning, "
+        "`CUBLAS_WORKSPACE_CONFIG=:4096:8`); slower on a GPU. Off, CPU runs still repeat exactly; GPU runs of "
+        "the same config + seed may differ in the last bits"),
+    Key("aug.oracle_prob", 0.0, float_range(0.0, 1.0),
+        "the oracle: like `git.prob`, but the dataset's true nuisance (a fresh draw) applied to the untransformed "
+        "originals instead of the generator; shares `git.start_epoch`/`class_threshold`/`sampler`; with both on, "
+        "GIT fills the first part of the batch and the oracle the next"),
+    Key("git.prob", 0.0, float_range(0.0, 1.0),
+        "the generative augmentation probability: the fraction of each batch replaced by generated images "
+        "(round(prob·B) candidates per batch); 0 is exactly the baseline"),
+    Key("git.start_epoch", 0, int_range(0),
+        "first (0-based) epoch with GIT; 160 of 200 = after the first LR drop, as the reference"),
+    Key("git.class_threshold", None, int_range(1, nullable=True),
+        "per-class keep probability p_c = max((thr − n_c)/(thr − n_min), 0): the smallest class always, "
+        "classes ≥ thr never (reference: 500 CIFAR-10, 100 CIFAR-100); null = every class"),
+    Key("git.sampler", "same", one_of(*GIT_SAMPLERS),
+        "source images of the generated ones: `same` sampler as the batch (class-balanced under resample/DRS), "
+        "or `balanced`"),
+    Key("eval.batch_size", 1024, int_range(1, 65_536), "evaluation batch size"),
+    Key("eval.inv_interval", 10, int_range(0),
+        "measure invariance every N epochs (and at the last epoch and at every ASHA rung); 0 = never"),
+    Key("eval.inv_images_per_class", 40, int_range(1), "eKLD protocol: held-out images per class"),
+    Key("eval.inv_transforms", 100, int_range(1), "eKLD protocol: transforms per image"),
+    Key("eval.extra_invariance", True, boolean(),
+        "also measure softmax G-EED, latent G-EED and the representation ratio (same images and T, own RNG stream)"),
+    Key("eval.latent_layer", "features", string(),
+        "layer for latent G-EED: `features` (pooled penultimate) or a module name of the model, e.g. `layer2`"),
+    # The generator stage's own keys (`generator:` block of a space file, without the prefix; docs/method.md, the
+    # generator). Not part of a classifier trial's config: classifier trials receive the trained weights instead.
+    Key("generator.dim", _G["dim"], int_range(1, 1024), "MUNIT generator base channels"),
+    Key("generator.style_dim", _G["style_dim"], int_range(1, 1024), "style code size"),
+    Key("generator.n_downsample", _G["n_downsample"], int_range(0, 5),
+        "content encoder downsamplings; the image size must divide by 2^n_downsample"),
+    Key("generator.n_res", _G["n_res"], int_range(0, 32), "residual blocks of the content encoder and decoder"),
+    Key("generator.mlp_dim", _G["mlp_dim"], int_range(1, 4096), "width of the MLP from style to AdaIN parameters"),
+    Key("generator.mlp_layers", _G["mlp_layers"], int_range(2, 16), "layers of that MLP"),
+    Key("generator.disc_dim", _G["disc_dim"], int_range(1, 1024), "PatchGAN discriminator base channels"),
+    Key("generator.disc_layers", _G["disc_layers"], int_range(1, 8), "PatchGAN discriminator layers"),
+    Key("generator.disc_scales", _G["disc_scales"], int_range(1, 4), "discriminator scales (> 1: multi-scale)"),
+    Key("generator.iterations", 10000, int_range(1, 10_000_000),
+        "training iterations (reference: 10k for 28 px K49, 140k for CIFAR)"),
+    Key("generator.batch_size", 1, int_range(1, 4096), "training batch (the reference's: 1)"),
+    Key("generator.lr", 1e-4, float_range(0.0, 1.0, lo_open=True), "Adam learning rate (at batch 1, see `lr_scaling`)"),
+    Key("generator.beta1", 0.5, float_range(0.0, 1.0), "Adam β1"),
+    Key("generator.beta2", 0.999, float_range(0.0, 1.0), "Adam β2"),
+    Key("generator.weight_decay", 1e-4, float_range(0.0, 1.0), "Adam weight decay"),
+    Key("generator.lr_step", 100000, int_range(1), "iterations between LR drops"),
+    Key("generator.lr_gamma", 0.5, float_range(0.0, 1.0, lo_open=True), "LR factor every `lr_step` iterations"),
+    Key("generator.w_gan", 1.0, float_range(0.0), "loss weight: adversarial (least-squares GAN)"),
+    Key("generator.w_recon_x", 10.0, float_range(0.0), "loss weight: image reconstruction"),
+    Key("generator.w_recon_s", 1.0, float_range(0.0),
+        "loss weight: style-code reconstruction (raise it when `fid/style_effect` stays under the nuisance's)"),
+    Key("generator.w_recon_c", 1.0, float_range(0.0), "loss weight: content-code reconstruction"),
+    Key("generator.report_every", 500, int_range(1), "iterations per Tune report + checkpoint"),
+    Key("generator.grid_every", 2000, int_range(0), "iterations per sample grid (0: only at the end)"),
+    Key("generator.fid_images", 128, int_range(1, 100_000),
+        "held-out clean validation images (balanced over classes) for the fidelity metrics at every report"),
+    Key("generator.fid_draws", 4, int_range(2, 64), "styles (and nuisance draws) per image for the fidelity metrics"),
+    Key("generator.seed", 0, int_range(0), "seed of the generator trial"),
+    Key("generator.threads", None, int_range(1, 1024, nullable=True), "torch CPU threads per generator trial"),
+    Key("generator.precision", "fp32", one_of(*_PRECISIONS),
+        "the stage's compute, as `train.precision`; bf16 (`auto` or `bf16`) autocasts the forward passes only, "
+        "losses reduce in fp32; opt-in until a GPU run shows it reaches the fp32 fidelity"),
+    Key("generator.channels_last", None, boolean(nullable=True), "as `train.channels_last` (null: on CUDA)"),
+    Key("generator.lr_scaling", "none", one_of(*LR_SCALINGS),
+        "with a `batch_size` above the reference's 1, `lr` is read as the batch-1 LR and used as `lr` (`none`), "
+        "× batch (`linear`) or × √batch (`sqrt`); logged as `generator/lr_used`. Measured at equal images "
+        "(benchmarks/README.md, (f)): batch 8 `linear` kept batch 1's fidelity, `none` and `sqrt` did not: "
+        "use `linear` up to batch 8"),
+)
+KEY_BY_NAME: dict[str, Key] = {k.name: k for k in KEYS}
+
+
+def _defaults(groups: tuple[str, ...]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for k in KEYS:
+        if k.group in groups:
+            set_dotted(tree, k.name, copy.deepcopy(k.default))
+    return tree
+
+
+_SCHEMA: dict[str, Check] = {k.name: k.check for k in KEYS}
 
 
 def schema() -> dict[str, Check]:
-    global _SCHEMA
-    if _SCHEMA is None:
-        _SCHEMA = _schema()
+    """{dotted key: its Check} for every declared key (trial and generator keys)."""
     return _SCHEMA
 
 
@@ -338,6 +316,11 @@ def get_dotted(tree: dict[str, Any], key: str) -> Any:
     for p in key.split("."):
         node = node[p]
     return node
+
+
+# Derived from KEYS: a classifier trial's config, and the generator stage's keys without their prefix.
+DEFAULTS: dict[str, Any] = _defaults(GROUPS)
+GENERATOR_DEFAULTS: dict[str, Any] = _defaults(("generator",))["generator"]
 
 
 def merge_config(user: dict[str, Any] | None, where: str) -> dict[str, Any]:

@@ -14,21 +14,16 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import pickle
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from gitune import storage
 from gitune.errors import UserError
-from gitune.training.git import check_payload
+# export_generator: tests/test_regression.py (kept untouched) imports it from here
+from gitune.generator_file import GENERATOR_FILE, check_payload, export_generator, read_generator_file  # noqa: F401
 
-GENERATOR_FILE = "generator.pt"
-FORMAT = "gitune.generator/1"
 CACHE_DIR = "generators"
 # Keys that change only how a run is watched, not the weights it produces: left out of the cache key.
 _NOT_IN_KEY = ("report_every", "grid_every", "threads")
@@ -39,62 +34,6 @@ _KEY_IF_SET = ("precision", "channels_last", "lr_scaling")
 
 class StageFailed(Exception):
     """Every generator trial errored: the sweep cannot go on (exit 1, not a user error)."""
-
-
-def export_generator(path: str, state_dict: dict[str, torch.Tensor], arch: dict[str, Any], in_channels: int,
-                     image_size: int, meta: dict[str, Any] | None = None) -> None:
-    """The portable generator file: weights plus what is needed to rebuild the network."""
-    torch.save({"format": FORMAT, "arch": dict(arch), "in_channels": int(in_channels),
-                "image_size": int(image_size), "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
-                "meta": json.dumps(meta or {}, sort_keys=True, default=str)}, path)
-
-
-def read_generator_file(path: str | Path, where: str) -> dict[str, Any]:
-    """Load and check a generator file; any problem is a one-line UserError naming `where` and the path."""
-    from gitune.models.munit import MunitGenerator
-    from gitune.training.git import GENERATOR_ARCH_KEYS
-
-    p = Path(path)
-    if p.is_dir():
-        p = p / GENERATOR_FILE
-    if not p.is_file():
-        raise UserError(f"{where}: {p}: no such file (expected a {GENERATOR_FILE} written by gitune's generator "
-                        f"stage, a folder holding one, or runs:/<run_id>)")
-    bad_entry = _corrupted_entry(p)
-    if bad_entry:
-        raise UserError(f"{where}: {p}: not a readable generator checkpoint (corrupted: checksum mismatch in "
-                        f"{bad_entry})")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise UserError(f"{where}: {p}: not a readable generator checkpoint ({first})") from None
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise UserError(f"{where}: {p}: not a gitune generator file (expected format {FORMAT}; a Tune "
-                        f"checkpoint's state.pt is not one, use the generator.pt next to it)")
-    arch = obj.get("arch")
-    if not isinstance(arch, dict) or any(k not in arch for k in GENERATOR_ARCH_KEYS):
-        raise UserError(f"{where}: {p}: the file lacks the generator architecture ({', '.join(GENERATOR_ARCH_KEYS)})")
-    try:
-        net = MunitGenerator(obj["in_channels"], **{k: arch[k] for k in GENERATOR_ARCH_KEYS})
-        net.load_state_dict(obj["state_dict"])
-    except (RuntimeError, KeyError, TypeError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise UserError(f"{where}: {p}: the weights do not match the architecture the file declares ({first})") from None
-    return {"arch": {k: arch[k] for k in GENERATOR_ARCH_KEYS}, "in_channels": obj["in_channels"],
-            "image_size": obj["image_size"], "state_dict": obj["state_dict"], "source": str(p),
-            "meta": json.loads(obj.get("meta") or "{}")}
-
-
-def _corrupted_entry(p: Path) -> str | None:
-    """torch.load does not check the zip's CRCs: flipped bytes inside the weights would load as garbage."""
-    try:
-        if not zipfile.is_zipfile(p):
-            return None  # truncated or not a zip: torch.load reports it
-        with zipfile.ZipFile(p) as z:
-            return z.testzip()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
-        return None
 
 
 def resolve_reference(ref: str, tracking_uri: str, where: str) -> str:

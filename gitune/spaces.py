@@ -8,6 +8,7 @@ by `param_space`/`search_algorithm`, so `--dry-run` and error paths stay fast.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -137,12 +138,28 @@ def load_spec(path: str | Path, overrides: list[str] = (), num_samples: int | No
     if num_samples is not None:
         raw["num_samples"] = num_samples
     if name is not None:
+        check_name(name, "--name")
         raw["name"] = name
     return build_spec(raw, where)
 
 
+def check_name(name: Any, where: str) -> None:
+    """The sweep name is a folder under --storage and the MLflow experiment name: one plain path component
+    (not empty, `.` or `..`, no `/` or `\\`, no control character such as NUL, not starting with `-`), so the
+    run folder cannot land outside --storage nor be read as a flag."""
+    ok = isinstance(name, str) and name.strip() not in ("", ".", "..")
+    if ok:
+        stripped = name.strip()
+        ok = (not any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in stripped)
+              and not stripped.startswith("-") and len(stripped.encode("utf-8")) <= 200)
+    if not ok:
+        raise UserError(f"{where}: expected a sweep name that is one plain folder name (not '.' or '..', no '/', "
+                        f"'\\' or control characters, not starting with '-', at most 200 bytes), got {name!r}")
+
+
 def apply_override(raw: dict[str, Any], item: str) -> None:
-    """`--set key=value`: a spec key (scheduler.max_t=5) or a config key (train.epochs=5).
+    """`--set key=value`: a spec key (scheduler.max_t=5), a config key (train.epochs=5) or a tuned key
+    (space.train.seed='{grid: [0, 1, 2]}': adds or replaces that entry of `space`; see _set_space).
 
     A config key that is also tuned in `space` is pinned: the override wins and the key leaves the space.
     """
@@ -164,10 +181,32 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     elif top not in TOP_KEYS:
         raise UserError(f"--set {key}: unknown key (expected a spec key ({', '.join(TOP_KEYS)}) "
                         f"or a config key under {', '.join(C.GROUPS)})")
+    elif top == "space" and "." in key:
+        _set_space(raw, key.split(".", 1)[1], value)
     elif "." in key:
         _set_in(raw, top, key.split(".", 1)[1], value)
     else:
         raw[key] = value
+
+
+def _set_space(raw: dict[str, Any], key: str, dist: Any) -> None:
+    """`--set space.train.seed='{grid: [0, 1, 2]}'`: the space's keys are dotted config keys, so everything
+    after `space.` is one key (not a nested path). Adds or replaces that entry, checked like a space file's;
+    an empty value or null removes it (the fixed config value applies again). The fixed value stays in
+    `config` as the default the space shadows."""
+    space = raw.get("space")
+    if space is None:
+        space = raw["space"] = {}
+    if not isinstance(space, dict):
+        raise UserError(f"--set space.{key}: 'space' in the file is not a mapping of config keys to distributions")
+    if dist is None:
+        space.pop(key, None)
+        return
+    try:
+        _parse_space({key: dist}, "--set")
+    except UserError as e:
+        raise UserError(str(e).replace("--set: ", "--set ", 1)) from None
+    space[key] = dist
 
 
 def _set_in(raw: dict[str, Any], block: str, key: str, value: Any) -> None:
@@ -184,8 +223,7 @@ def build_spec(raw: dict[str, Any], where: str) -> SweepSpec:
         if key not in TOP_KEYS:
             raise UserError(f"{where}: {key}: unknown key (expected one of: {', '.join(TOP_KEYS)})")
     name = raw.get("name")
-    if not isinstance(name, str) or not name.strip() or "/" in name:
-        raise UserError(f"{where}: name: expected a non-empty sweep name without '/', got {name!r}")
+    check_name(name, f"{where}: name")
     trainable = raw.get("trainable", "classifier")
     if trainable not in TRAINABLES:
         raise UserError(f"{where}: trainable: expected one of: {', '.join(TRAINABLES)}, got {trainable!r}")
@@ -208,6 +246,7 @@ def build_spec(raw: dict[str, Any], where: str) -> SweepSpec:
     cfg = C.merge_config(cfg_raw, f"{where}: config")
     space = _parse_space(raw.get("space"), where)
     C.validate_config(cfg, f"{where}: config", tuned=set(space))
+    _check_shadowed(cfg, space, where)
     _check_subs(subs, cfg, space, where)
     generator = _generator_block(raw.get("generator"), subs["resources"], where,
                                  has_nuisance=_has_nuisance(cfg, space))
@@ -218,6 +257,17 @@ def build_spec(raw: dict[str, Any], where: str) -> SweepSpec:
     _check_git(spec, where)
     _check_oracle(spec, where)
     return spec
+
+
+def _check_shadowed(cfg: dict[str, Any], space: dict[str, Any], where: str) -> None:
+    """A fixed value that a tuned key shadows is still checked (validate_config skips tuned keys for its
+    cross-key rules): a typo there would otherwise pass until the key is pinned or leaves the space."""
+    for key in space:
+        chk = C.schema()[key]
+        value = C.get_dotted(cfg, key)
+        if not chk.test(value):
+            raise UserError(f"{where}: config.{key}: expected {chk.expected}, got {value!r} (the fixed value "
+                            f"that space.{key} shadows is still checked)")
 
 
 def _has_nuisance(cfg: dict[str, Any], space: dict[str, Any]) -> bool:
@@ -294,7 +344,8 @@ def _check_resources(res: dict[str, Any], w: str) -> None:
 
 def _check_git(spec: SweepSpec, where: str) -> None:
     """GIT needs a generator; a generator is trained on one data config, so data keys cannot be tuned."""
-    probs = [spec.config["git"]["prob"]] if "git.prob" not in spec.space else _values_or_bounds(spec.space["git.prob"])
+    probs = ([spec.config["git"]["prob"]] if "git.prob" not in spec.space
+             else _values_or_bounds(spec.space["git.prob"], "git.prob"))
     if spec.generator is None:
         if any(p > 0 for p in probs):
             raise UserError(f"{where}: git.prob: values > 0 need a generator: add a `generator:` block "
@@ -309,7 +360,7 @@ def _check_git(spec: SweepSpec, where: str) -> None:
 def _check_oracle(spec: SweepSpec, where: str) -> None:
     """The oracle applies the dataset's true nuisance, so it needs one."""
     def values(key: str) -> list[Any]:
-        return [C.get_dotted(spec.config, key)] if key not in spec.space else _values_or_bounds(spec.space[key])
+        return [C.get_dotted(spec.config, key)] if key not in spec.space else _values_or_bounds(spec.space[key], key)
 
     oracle = values("aug.oracle_prob")
     if not any(p > 0 for p in oracle):
@@ -345,7 +396,8 @@ def _check_subs(subs: dict[str, dict[str, Any]], cfg: dict[str, Any], space: dic
     need(sch["type"] in SCHEDULERS, "scheduler.type", "one of: " + ", ".join(SCHEDULERS), sch["type"])
     epochs = cfg["train"]["epochs"]
     if sch["max_t"] is None:
-        sch["max_t"] = epochs if "train.epochs" not in space else max(_values_or_bounds(space["train.epochs"]))
+        sch["max_t"] = (epochs if "train.epochs" not in space
+                        else max(_values_or_bounds(space["train.epochs"], "train.epochs")))
     need(C._is_int(sch["max_t"]) and sch["max_t"] >= 1, "scheduler.max_t", "an integer ≥ 1", sch["max_t"])
     need(C._is_int(sch["grace_period"]) and 1 <= sch["grace_period"] <= sch["max_t"],
          "scheduler.grace_period", f"an integer from 1 to scheduler.max_t ({sch['max_t']})",
@@ -422,11 +474,19 @@ def _check_numeric(kind: str, args: list[Any], key: str, chk: C.Check, w: str) -
         raise UserError(f"{w}.loguniform: bounds must be > 0, got [{lo}, {hi}]")
     if kind == "quniform" and args[2] <= 0:
         raise UserError(f"{w}.quniform: q must be > 0, got {args[2]}")
+    if kind == "quniform" and chk.numeric == "float" and not all(
+            math.isclose(b / args[2], round(b / args[2])) for b in (lo, hi)):
+        raise UserError(f"{w}.quniform: Ray Tune needs low and high to be multiples of q, got {args!r}")
     if chk.numeric == "int" and kind != "randint" and not (kind == "quniform" and float(args[2]).is_integer()
                                                             and float(lo).is_integer()):
         raise UserError(f"{w}.{kind}: {key} takes integers; use randint, choice or quniform with integer q")
     if kind == "randint" and not (C._is_int(lo) and C._is_int(hi)):
         raise UserError(f"{w}.randint: expected integer bounds [low, high) , got {args!r}")
+    if kind == "quniform" and chk.numeric == "int":
+        low_value, high_value = _values_or_bounds({kind: args}, key)
+        if low_value > high_value:
+            raise UserError(f"{w}.quniform: no multiple of q={args[2]} that Ray Tune samples lies in "
+                            f"[{lo}, {hi}]{' (q = 1 excludes high)' if args[2] == 1 else ''}")
     top = hi - 1 if kind == "randint" else hi
     for bound in (lo, top):
         value = int(bound) if chk.numeric == "int" else float(bound)
@@ -434,17 +494,40 @@ def _check_numeric(kind: str, args: list[Any], key: str, chk: C.Check, w: str) -
             raise UserError(f"{w}.{kind}: bound {bound} is out of range for {key} (expected {chk.expected})")
 
 
-def _values_or_bounds(dist: dict[str, list[Any]]) -> list[Any]:
+def _values_or_bounds(dist: dict[str, list[Any]], key: str | None = None) -> list[Any]:
+    """The values a distribution can produce (choice, grid), or the lowest and highest it can produce: never
+    its raw arguments (a q-distribution's third argument is the step q, not a value).
+
+    As param_space builds them with Ray Tune: randint [low, high) → high − 1; q-distributions ([low, high, q])
+    sample the multiples of q between the bounds (for an integer key, q = 1 excludes high, as Ray's qrandint
+    does). Given the key, an integer key's values come back as ints.
+    """
     kind, args = next(iter(dist.items()))
     if kind in ("choice", "grid"):
         return list(args)
-    return [args[0], args[1] - 1 if kind == "randint" else args[1]]
+    is_int = kind in ("randint", "qrandint") or (key is not None and key in C.schema()
+                                                   and C.schema()[key].numeric == "int")
+    lo, hi = args[0], args[1]
+    if kind == "randint":
+        hi = hi - 1
+    elif kind.startswith("q") and len(args) == 3:
+        q = args[2]
+        lo, hi = _on_grid(lo, q, math.ceil), _on_grid(hi, q, math.floor)
+        if is_int and q == 1:
+            hi -= 1
+    return [int(lo), int(hi)] if is_int else [lo, hi]
+
+
+def _on_grid(bound: float, q: float, round_fn) -> float:
+    """The multiple of q nearest to bound, rounded inwards (as Ray's Quantized does); bound itself when on it."""
+    scaled = bound / q
+    return bound if math.isclose(scaled, round(scaled)) else round_fn(scaled) * q
 
 
 def _check_space_sample(spec: SweepSpec, where: str) -> None:
     """Cross-key rules on one representative config per tuned value (catches e.g. npz without a path)."""
     for key, dist in spec.space.items():
-        for value in _values_or_bounds(dist):
+        for value in _values_or_bounds(dist, key):
             cfg = copy.deepcopy(spec.config)
             value = int(value) if C.schema()[key].numeric == "int" else value
             C.set_dotted(cfg, key, value)

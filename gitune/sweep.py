@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gitune.config_doc import PrintSchema
 from gitune.errors import CliParser, UserError, run_cli
-from gitune.spaces import SweepSpec, describe, load_spec
+from gitune.spaces import SweepSpec, _values_or_bounds, describe, load_spec
 
 SUMMARY_KEYS = ("val/bal_acc", "val/acc", "val/acc_many", "val/acc_medium", "val/acc_few", "inv/ekld_many",
                 "inv/ekld_few", "inv/ekld_size_spearman", "inv/ekld_gen_few", "test/bal_acc", "test/acc_few",
@@ -26,7 +27,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = CliParser(prog="python -m gitune.sweep", description=__doc__.splitlines()[0])
     p.add_argument("--space", required=True, help="search-space YAML file (see search_spaces/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec or config key, e.g. --set train.epochs=5 --set scheduler.max_t=5")
+                   help="override a spec or config key, e.g. --set train.epochs=5 --set scheduler.max_t=5; tune a "
+                        "key with --set 'space.train.seed={grid: [0, 1, 2]}' (null removes it from the space)")
     p.add_argument("--num-samples", type=int, help="number of trials (overrides num_samples)")
     p.add_argument("--name", help="sweep / MLflow experiment name (overrides name)")
     p.add_argument("--storage", help="where Tune keeps results and checkpoints: a local folder (default "
@@ -39,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "multi-node cluster")
     p.add_argument("--resume", action="store_true", help="continue the latest interrupted run of this sweep")
     p.add_argument("--dry-run", action="store_true", help="print the resolved spec and exit")
+    p.add_argument("--schema", action=PrintSchema,
+                   help="print the JSON Schema of a search-space file (docs/space.schema.json) and exit")
     return p.parse_args(argv)
 
 
@@ -58,6 +62,32 @@ def absolutize_paths(cfg: dict[str, Any]) -> None:
     for key in ("root", "path"):
         if isinstance(data.get(key), str) and "://" not in data[key]:
             data[key] = str(Path(data[key]).expanduser().resolve())
+
+
+def check_data_paths(spec: SweepSpec) -> None:
+    """--dry-run's data check: every data.path the trials can get (the fixed one, each choice/grid value) exists
+    and is of the kind data.name reads (an .npz file, an image folder). Nothing is opened or downloaded: the
+    contents are checked by preflight_data when the sweep starts."""
+    from itertools import product
+
+    from gitune.config import get_dotted
+
+    def values(key: str) -> list[Any]:
+        if key not in spec.space:
+            return [get_dotted(spec.config, key)]
+        return list(next(iter(spec.space[key].values())))  # strings: only choice/grid pass validation
+
+    for name, path in product(values("data.name"), values("data.path")):
+        if name not in ("npz", "imagefolder") or not isinstance(path, str) or "://" in path:
+            continue
+        full = Path(path).expanduser().resolve()
+        where = f"{spec.source}: {'space' if 'data.path' in spec.space else 'config'}.data.path: {full}"
+        if name == "npz" and not full.is_file():
+            raise UserError(f"{where}: {'not a file' if full.exists() else 'file not found'} "
+                            f"(data.name npz reads an .npz file)")
+        if name == "imagefolder" and not full.is_dir():
+            raise UserError(f"{where}: {'not a folder' if full.exists() else 'folder not found'} "
+                            f"(data.name imagefolder reads path/<class>/<images>)")
 
 
 def preflight_data(spec: SweepSpec) -> None:
@@ -127,9 +157,10 @@ def asha_rungs(spec: SweepSpec) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.space, args.overrides, args.num_samples, args.name)
     if args.dry_run:
+        check_data_paths(spec)
         print(describe(spec), end="")
-        print(f"# valid: {len(spec.space)} tuned key(s), {spec.num_samples} sample(s); data files not checked "
-              f"in --dry-run")
+        print(f"# valid: {len(spec.space)} tuned key(s), {spec.num_samples} sample(s); data paths exist, their "
+              f"contents are checked when the sweep starts")
         return 0
     if args.num_samples is not None and args.num_samples < 1:
         raise UserError(f"--num-samples: expected an integer ≥ 1, got {args.num_samples}")
@@ -138,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     preflight_layer(spec)
 
     from gitune import pretrain, tracking
-    from gitune.training.git import check_payload
+    from gitune.generator_file import check_payload
 
     uri = tracking.resolve_uri(args.tracking_uri)
     tracking.check_reachable(uri)
@@ -219,11 +250,13 @@ def interrupted(results) -> bool:
 
 
 def _resume_command(args: argparse.Namespace) -> str:
-    parts = ["python -m gitune.sweep --space", args.space]
-    parts += [f"--set {o}" for o in args.overrides]
+    import shlex  # values such as --set space.train.seed='{grid: [0, 1]}' must survive the shell
+
+    parts = ["python -m gitune.sweep --space", shlex.quote(str(args.space))]
+    parts += [f"--set {shlex.quote(o)}" for o in args.overrides]
     for flag in ("num_samples", "name", "storage", "tracking_uri", "address"):
         if getattr(args, flag) is not None:
-            parts.append(f"--{flag.replace('_', '-')} {getattr(args, flag)}")
+            parts.append(f"--{flag.replace('_', '-')} {shlex.quote(str(getattr(args, flag)))}")
     if getattr(args, "shared_storage", False):
         parts.append("--shared-storage")
     return " ".join(parts + ["--resume"])
@@ -297,7 +330,7 @@ def preflight_git(spec: SweepSpec) -> tuple[int, ...] | None:
     if not spec.generator["checkpoint"]:
         sizes = [spec.generator["config"]]
         for key, dist in spec.generator["space"].items():
-            for v in next(iter(dist.values())):
+            for v in _values_or_bounds(dist, key):  # what the distribution samples, not its raw [low, high, q]
                 if key.split(".", 1)[1] in arch_of(spec.generator["config"]):
                     sizes.append({**spec.generator["config"], key.split(".", 1)[1]: v})
         for gc in sizes:
@@ -305,7 +338,7 @@ def preflight_git(spec: SweepSpec) -> tuple[int, ...] | None:
             if error:
                 raise UserError(f"{spec.source}: {error}")
     thresholds = ([spec.config["git"]["class_threshold"]] if "git.class_threshold" not in spec.space
-                  else next(iter(spec.space["git.class_threshold"].values())))
+                  else _values_or_bounds(spec.space["git.class_threshold"], "git.class_threshold"))
     for thr in thresholds:
         if thr is not None:
             try:

@@ -202,7 +202,7 @@ def _image_folders(tmp: Path) -> tuple[Path, Path]:
 def _generator_file(path: Path, channels: int, declared_dim: int | None = None) -> None:
     """A real generator file (tiny network) for the checkpoint cases."""
     from gitune.models.munit import MunitGenerator
-    from gitune.pretrain import export_generator
+    from gitune.generator_file import export_generator
 
     arch = {"dim": 4, "style_dim": 2, "n_downsample": 1, "n_res": 1, "mlp_dim": 4, "mlp_layers": 2}
     net = MunitGenerator(channels, **arch)

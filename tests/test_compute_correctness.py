@@ -19,7 +19,7 @@ from gitune.metrics.accuracy import classification_metrics
 from gitune.metrics.invariance import measure_invariance
 from gitune.models import create_model
 from gitune.models.heads import CosineLinear
-from gitune.trainables import classifier
+from gitune.trainables import checkpoint, classifier
 from gitune.trainables.classifier import (RNG_STREAMS, build_trial, choose_device, evaluate_epoch, pick_device,
                                           stream_seed, train_one_epoch)
 from gitune.training.compute import Compute
@@ -291,9 +291,9 @@ def test_rng_streams_from_another_device_type_are_reseeded_not_crashed(tmp_path,
             del saved["rng_device"]
         else:
             saved["rng_device"] = stored
-        torch.save(saved, tmp_path / classifier.STATE_FILE)
+        torch.save(saved, tmp_path / checkpoint.STATE_FILE)
         gens = _gens(3)
-        with caplog.at_level(logging.WARNING, logger=classifier.__name__):
+        with caplog.at_level(logging.WARNING, logger=checkpoint.__name__):
             caplog.clear()
             epoch = classifier._restore(FakeCheckpoint(tmp_path), model, optimizer, scheduler, gens, seed=3)
         assert epoch == 4
@@ -311,10 +311,10 @@ def test_rng_streams_from_the_same_device_type_continue_exactly(tmp_path, caplog
     gens = _gens(3)
     for g in gens.values():
         torch.rand(7, generator=g)  # streams somewhere mid-trial
-    torch.save(classifier._state(model, optimizer, scheduler, gens, 2), tmp_path / classifier.STATE_FILE)
+    torch.save(classifier._state(model, optimizer, scheduler, gens, 2), tmp_path / checkpoint.STATE_FILE)
     want = {k: torch.rand(5, generator=g) for k, g in gens.items()}
     restored = _gens(3)
-    with caplog.at_level(logging.WARNING, logger=classifier.__name__):
+    with caplog.at_level(logging.WARNING, logger=checkpoint.__name__):
         assert classifier._restore(FakeCheckpoint(tmp_path), model, optimizer, scheduler, restored, seed=3) == 2
     assert "reseeding" not in caplog.text
     for k, g in restored.items():
@@ -332,8 +332,8 @@ def test_generator_stage_rng_from_another_device_type_is_reseeded(tmp_path, capl
     rng = torch.Generator().manual_seed(stream_seed(5, stage.TRAIN_STREAM))
     state = {"net": net.state_dict(), "opt": opt.state_dict(), "iteration": 40,
              "rng": torch.zeros(16, dtype=torch.uint8), "rng_device": "cuda", "torch_rng": torch.get_rng_state()}
-    torch.save(state, tmp_path / stage.STATE_FILE)
-    with caplog.at_level(logging.WARNING, logger=classifier.__name__):
+    torch.save(state, tmp_path / checkpoint.STATE_FILE)
+    with caplog.at_level(logging.WARNING, logger=checkpoint.__name__):
         start = stage.restore_stage(FakeCheckpoint(tmp_path), {"net": net, "opt": opt}, rng, seed=5)
     assert start == 40 and "reseeding them for iteration 40" in caplog.text
     want = torch.Generator().manual_seed(stream_seed(5, stage.TRAIN_STREAM, 40))
@@ -341,12 +341,18 @@ def test_generator_stage_rng_from_another_device_type_is_reseeded(tmp_path, capl
     # Same device type: the saved stream continues exactly.
     mid = torch.Generator().manual_seed(1)
     torch.rand(3, generator=mid)
-    torch.save({**state, "rng": mid.get_state(), "rng_device": "cpu"}, tmp_path / stage.STATE_FILE)
+    torch.save({**state, "rng": mid.get_state(), "rng_device": "cpu"}, tmp_path / checkpoint.STATE_FILE)
     caplog.clear()
     fresh = torch.Generator().manual_seed(99)
     assert stage.restore_stage(FakeCheckpoint(tmp_path), {"net": net, "opt": opt}, fresh, seed=5) == 40
     assert "reseeding" not in caplog.text
     assert torch.equal(torch.rand(4, generator=fresh), torch.rand(4, generator=mid))
+    # What the stage writes now (checkpoint.save_state: named streams) restores the same way.
+    checkpoint.save_state(str(tmp_path), {"net": net, "opt": opt}, {"train": mid}, iteration=41)
+    again = torch.Generator().manual_seed(99)
+    assert stage.restore_stage(FakeCheckpoint(tmp_path), {"net": net, "opt": opt}, again, seed=5) == 41
+    assert "reseeding" not in caplog.text
+    assert torch.equal(torch.rand(4, generator=again), torch.rand(4, generator=mid))
 
 
 def test_full_precision_turns_tf32_off_for_cuda_and_restores_it():

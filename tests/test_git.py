@@ -1,13 +1,13 @@
-"""GIT augmentation (training/git.py) and the generator file format (pretrain.py), on tiny real networks."""
+"""GIT augmentation (training/git.py) and the generator file format (generator_file.py), on tiny real networks."""
 
 import pytest
 import torch
 
 from gitune.errors import UserError
 from gitune.models.munit import MunitGenerator
-from gitune.pretrain import export_generator, generator_key, read_generator_file
-from gitune.training.git import (GENERATOR_ARCH_KEYS, GitAugmenter, generate, keep_probabilities,
-                                 load_generator)
+from gitune.generator_file import GENERATOR_ARCH_KEYS, export_generator, read_generator_file
+from gitune.pretrain import generator_key
+from gitune.training.git import GitAugmenter, generate, keep_probabilities, load_generator
 
 ARCH = {"dim": 4, "style_dim": 3, "n_downsample": 1, "n_res": 1, "mlp_dim": 8, "mlp_layers": 2}
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from gitune import report, sweep
+import gitune.report.cli as report
+from gitune import sweep
 
 NAME = "report-test"
 SPACE = f"""

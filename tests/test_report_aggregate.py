@@ -11,8 +11,10 @@ from types import SimpleNamespace
 import pytest
 from mlflow.tracking import MlflowClient
 
-from gitune import report
-from gitune import report_stats as rs
+import gitune.report.stats as rs
+from gitune.report.analysis import grouping
+from gitune.report.cli import main
+from gitune.report.load import Sweep, Trial, parse_value
 
 T2, T3, T5 = 4.303, 3.182, 2.571  # t_{0.975, df}, from a printed table
 
@@ -159,23 +161,23 @@ def test_pooled_factor_is_matched_and_duplicates_stay_unpaired():
 def test_default_grouping_and_baseline():
     def trial(i, **params):
         raw = {k: str(v) for k, v in params.items()}
-        return report.Trial(f"r{i}", f"t{i}", "p", "FINISHED", "finished", "", None, "",
-                            {k: report.parse_value(v) for k, v in raw.items()}, raw, {})
+        return Trial(f"r{i}", f"t{i}", "p", "FINISHED", "finished", "", None, "",
+                     {k: parse_value(v) for k, v in raw.items()}, raw, {})
 
     trials = [trial(i, **{"git.prob": g, "train.seed": s, "data.instance": s % 2, "optim.lr": 0.05})
               for i, (g, s) in enumerate((g, s) for g in (0.0, 0.5) for s in range(3))]
 
     def sweep(space):
-        return report.Sweep("uri", "x", "1", [], trials, "val/bal_acc", "max", "grid", space)
+        return Sweep("uri", "x", "1", [], trials, "val/bal_acc", "max", "grid", space)
 
     grid = sweep({"git.prob": "{'grid': [0.0, 0.5]}", "train.seed": "{'grid': [0, 1, 2]}"})
     # seeds and instances are replicates, optim.lr does not vary: git.prob alone, with GIT off as baseline
-    assert report.grouping(None, None, grid, trials) == (["git.prob"], ("git.prob", 0.0), True)
-    assert report.grouping(None, "none", grid, trials) == (["git.prob"], None, False)
+    assert grouping(None, None, grid, trials) == (["git.prob"], ("git.prob", 0.0), True)
+    assert grouping(None, "none", grid, trials) == (["git.prob"], None, False)
     ranged = sweep({"git.prob": "{'uniform': [0.0, 1.0]}"})  # 0 drawn from a range is no designed baseline
-    assert report.grouping(None, None, ranged, trials) == (["git.prob"], None, False)
+    assert grouping(None, None, ranged, trials) == (["git.prob"], None, False)
     # an explicit baseline key joins the grouping; its value is parsed like the stored params
-    keys, base, auto = report.grouping("data.instance", "git.prob=0", grid, trials)
+    keys, base, auto = grouping("data.instance", "git.prob=0", grid, trials)
     assert (keys, base, auto) == (["git.prob", "data.instance"], ("git.prob", 0), False)
 
 
@@ -230,7 +232,7 @@ def row(rows, group, metric):
 def test_end_to_end_groups_and_paired_csv(store):
     tmp, uri, client, parent = store
     out = tmp / "explicit"
-    assert report.main([NAME, "--tracking-uri", uri, "--out", str(out), "--baseline", "git.prob=0"]) == 0
+    assert main([NAME, "--tracking-uri", uri, "--out", str(out), "--baseline", "git.prob=0"]) == 0
 
     groups = read_csv(out / "groups.csv")
     assert {r["metric"] for r in groups} == {"test/bal_acc", "val/acc_few", "inv/ekld_few"}
@@ -273,22 +275,22 @@ def test_end_to_end_groups_and_paired_csv(store):
 def test_default_baseline_group_by_and_none(store):
     tmp, uri, *_ = store
     explicit = tmp / "explicit-again"
-    assert report.main([NAME, "--tracking-uri", uri, "--out", str(explicit), "--no-upload", "--baseline",
-                        "git.prob=0.0"]) == 0
+    assert main([NAME, "--tracking-uri", uri, "--out", str(explicit), "--no-upload", "--baseline",
+                 "git.prob=0.0"]) == 0
     auto = tmp / "auto"
-    assert report.main([NAME, "--tracking-uri", uri, "--out", str(auto), "--no-upload"]) == 0
+    assert main([NAME, "--tracking-uri", uri, "--out", str(auto), "--no-upload"]) == 0
     # git.prob is a grid with 0 in it: the default baseline is git.prob=0, the same as asking for it
     assert (auto / "paired.csv").read_text() == (explicit / "paired.csv").read_text()
     assert "chosen by default" in (auto / "report.md").read_text()
 
     none = tmp / "none"
-    assert report.main([NAME, "--tracking-uri", uri, "--out", str(none), "--no-upload", "--baseline", "none"]) == 0
+    assert main([NAME, "--tracking-uri", uri, "--out", str(none), "--no-upload", "--baseline", "none"]) == 0
     assert (none / "groups.csv").exists() and not (none / "paired.csv").exists()
     assert "Paired differences" not in (none / "report.md").read_text()
 
     coarse = tmp / "coarse"  # aug.oracle_prob pooled over, but still matched within each pair
-    assert report.main([NAME, "--tracking-uri", uri, "--out", str(coarse), "--no-upload", "--group-by",
-                        "git.prob", "--baseline", "git.prob=0"]) == 0
+    assert main([NAME, "--tracking-uri", uri, "--out", str(coarse), "--no-upload", "--group-by",
+                 "git.prob", "--baseline", "git.prob=0"]) == 0
     (r,) = [r for r in read_csv(coarse / "paired.csv") if r["metric"] == "test/bal_acc"]
     assert (r["group"], r["pairs"], r["unpaired"]) == ("git.prob=0.5", "6", "1")
     assert float(r["mean_diff"]) == pytest.approx(0.075)
@@ -307,7 +309,7 @@ def test_bad_aggregation_input_is_one_line_exit_2(store, tmp_path, monkeypatch, 
     _, uri, client, parent = store
     monkeypatch.chdir(tmp_path)  # default --out is reports/<experiment> here
     before = {a.path for a in client.list_artifacts(parent, "report")}
-    assert report.main([NAME, "--tracking-uri", uri, *args]) == 2
+    assert main([NAME, "--tracking-uri", uri, *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gitune: error: ") and err.count("\n") == 1 and "Traceback" not in err
     for text in expect:

@@ -15,7 +15,8 @@ from torch import Tensor
 from gitune.data.augment import to_float
 from gitune.data.nuisances import apply_nuisance, validate_nuisance
 from gitune.data.profiles import class_counts as profile_counts
-from gitune.data.sources import RawData, load_source, validate_data_config
+from gitune.data.raw import RawData
+from gitune.data.sources import load_source, validate_data_config
 from gitune.data.synthetic import make_glyphs
 from gitune.errors import UserError
 

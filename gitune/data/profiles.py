@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 from gitune.errors import UserError
-
-PROFILES = ("exp", "step", "zipf", "none")
+from gitune.registry import PROFILES  # the names config checks read
 
 # Guards floor() against float error when the exact value is an integer (e.g. 4800 * 10**-2 = 48).
 _EPS = 1e-9

@@ -11,18 +11,17 @@ import math
 import os
 import tarfile
 import zipfile
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from gitune.data.nuisances import validate_nuisance
 from gitune.data.profiles import PROFILES
+from gitune.data.raw import RawData, abspath, conform, is_int, one_line, pil_array
 from gitune.errors import UserError
+from gitune.registry import DATASETS as SOURCES  # the names config checks read (torch-free)
 
-SOURCES = ("glyphs", "cifar10", "cifar100", "npz", "imagefolder", "torchvision")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 _NPZ_EXPECT = "expected arrays 'images' uint8 N×H×W[×C] and 'labels' int"
@@ -32,33 +31,7 @@ _CIFAR = {
 }
 
 
-@dataclass
-class RawData:
-    """A source as loaded: uint8 N×C×H×W images in source order, before any long-tail subsampling."""
-
-    train_images: Tensor
-    train_labels: Tensor
-    test_images: Tensor | None
-    test_labels: Tensor | None
-    num_classes: int
-    class_names: list[str]
-    natural: bool
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
-def _abspath(p) -> str:
-    return os.path.abspath(os.path.expanduser(str(p)))
-
-
 # ---------------------------------------------------------------------------------------------- config
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 def _is_num(v) -> bool:
@@ -82,15 +55,15 @@ def validate_data_config(cfg: dict) -> None:
     checks = [
         ("ratio", lambda v: _is_num(v) and v >= 1, "a number >= 1"),
         ("alpha", lambda v: _is_num(v) and v > 0, "a number > 0"),
-        ("n_max", lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or null"),
-        ("n_min", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-        ("num_classes", lambda v: v is None or (_is_int(v) and v >= 2), "an integer >= 2 or null"),
-        ("image_size", lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or null"),
-        ("channels", lambda v: v is None or (_is_int(v) and v in (1, 3)), "1, 3 or null"),
-        ("val_per_class", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-        ("test_per_class", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-        ("instance", _is_int, "an integer"),
-        ("seed", _is_int, "an integer"),
+        ("n_max", lambda v: v is None or (is_int(v) and v >= 1), "an integer >= 1 or null"),
+        ("n_min", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+        ("num_classes", lambda v: v is None or (is_int(v) and v >= 2), "an integer >= 2 or null"),
+        ("image_size", lambda v: v is None or (is_int(v) and v >= 1), "an integer >= 1 or null"),
+        ("channels", lambda v: v is None or (is_int(v) and v in (1, 3)), "1, 3 or null"),
+        ("val_per_class", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+        ("test_per_class", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+        ("instance", is_int, "an integer"),
+        ("seed", is_int, "an integer"),
         ("natural", lambda v: v is None or isinstance(v, bool), "true, false or null"),
         ("download", lambda v: isinstance(v, bool), "true or false"),
     ]
@@ -111,9 +84,9 @@ def validate_data_config(cfg: dict) -> None:
 
 def _cifar_missing(cfg: dict, download_error: BaseException | None = None) -> UserError:
     label, folder, tarball = _CIFAR[cfg["name"]]
-    where = f"data.root: {_abspath(cfg['root'])}"
+    where = f"data.root: {abspath(cfg['root'])}"
     if download_error is not None:
-        return UserError(f"{where}: {label} not found and the download failed ({_one_line(download_error)}); "
+        return UserError(f"{where}: {label} not found and the download failed ({one_line(download_error)}); "
                          f"put {tarball} or the extracted {folder}/ folder there")
     return UserError(f"{where}: {label} not found (put {tarball} or the extracted {folder}/ folder there, "
                      f"or set data.download: true with network access)")
@@ -123,14 +96,14 @@ def _cifar_files_present(cfg: dict) -> bool:
     from torchvision import datasets
 
     cls = datasets.CIFAR10 if cfg["name"] == "cifar10" else datasets.CIFAR100
-    base = os.path.join(_abspath(cfg["root"]), cls.base_folder)
+    base = os.path.join(abspath(cfg["root"]), cls.base_folder)
     names = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     return all(os.path.isfile(os.path.join(base, n)) for n in names)
 
 
 def _extract_cifar_tarball(cfg: dict) -> None:
     """Extract a tarball the user dropped into data.root (torchvision only looks for the folder offline)."""
-    root = _abspath(cfg["root"])
+    root = abspath(cfg["root"])
     tar_path = os.path.join(root, _CIFAR[cfg["name"]][2])
     if _cifar_files_present(cfg) or not os.path.isfile(tar_path):
         return
@@ -138,14 +111,14 @@ def _extract_cifar_tarball(cfg: dict) -> None:
         with tarfile.open(tar_path, "r:gz") as tar:
             tar.extractall(root, filter="data")
     except (OSError, tarfile.TarError) as err:
-        raise UserError(f"data.root: {tar_path}: cannot extract ({_one_line(err)}); expected the original archive")
+        raise UserError(f"data.root: {tar_path}: cannot extract ({one_line(err)}); expected the original archive")
 
 
 def _load_cifar(cfg: dict) -> RawData:
     from torchvision import datasets
 
     cls = datasets.CIFAR10 if cfg["name"] == "cifar10" else datasets.CIFAR100
-    root = _abspath(cfg["root"])
+    root = abspath(cfg["root"])
     _extract_cifar_tarball(cfg)
     download = bool(cfg.get("download", False)) and not _cifar_files_present(cfg)
     try:
@@ -156,7 +129,7 @@ def _load_cifar(cfg: dict) -> RawData:
             raise _cifar_missing(cfg, err) from err
         if not _cifar_files_present(cfg):
             raise _cifar_missing(cfg) from err
-        raise UserError(f"data.root: {root}: {_CIFAR[cfg['name']][0]} files unreadable ({_one_line(err)})") from err
+        raise UserError(f"data.root: {root}: {_CIFAR[cfg['name']][0]} files unreadable ({one_line(err)})") from err
 
     def conv(ds) -> tuple[Tensor, Tensor]:
         x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
@@ -175,9 +148,9 @@ def _npz_array(npz, name: str, where: str) -> np.ndarray:
     try:
         return npz[name]
     except ValueError as err:  # object arrays need pickle, which is refused
-        raise UserError(f"{where}: array {name!r} cannot be read without pickle ({_one_line(err)}); {_NPZ_EXPECT}")
+        raise UserError(f"{where}: array {name!r} cannot be read without pickle ({one_line(err)}); {_NPZ_EXPECT}")
     except Exception as err:
-        raise UserError(f"{where}: array {name!r} is unreadable ({_one_line(err)})")
+        raise UserError(f"{where}: array {name!r} is unreadable ({one_line(err)})")
 
 
 def _check_images(a: np.ndarray, name: str, where: str) -> np.ndarray:
@@ -211,7 +184,7 @@ def _check_labels(a: np.ndarray, name: str, n_images: int, images_name: str, whe
 
 def _read_npz(cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, list[str] | None]:
     """Open and fully validate the npz file; returns N×H×W×C images, labels, test pair, class names."""
-    path = _abspath(cfg["path"])
+    path = abspath(cfg["path"])
     where = f"data.path: {path}"
     if not os.path.isfile(path):
         raise UserError(f"{where}: file not found ({_NPZ_EXPECT} in an .npz file)")
@@ -220,7 +193,7 @@ def _read_npz(cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.
     try:
         npz = np.load(path, allow_pickle=False)
     except Exception as err:
-        raise UserError(f"{where}: cannot open as npz ({_one_line(err)}); {_NPZ_EXPECT}")
+        raise UserError(f"{where}: cannot open as npz ({one_line(err)}); {_NPZ_EXPECT}")
     if not hasattr(npz, "files"):
         raise UserError(f"{where}: not an npz archive (write it with numpy.savez; {_NPZ_EXPECT})")
     with npz:
@@ -262,23 +235,6 @@ def _read_npz(cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.
     return images, labels, test_images, test_labels, names
 
 
-def _conform(x: Tensor, cfg: dict) -> Tensor:
-    """Apply data.channels (1 ↔ 3) and data.image_size (antialiased resize) to uint8 N×C×H×W images."""
-    want_c = cfg.get("channels")
-    if want_c == 1 and x.shape[1] == 3:
-        w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-        x = torch.cat([(x[i:i + 4096].float() * w).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
-                       for i in range(0, len(x), 4096)])
-    elif want_c == 3 and x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1).contiguous()
-    size = cfg.get("image_size")
-    if size and tuple(x.shape[2:]) != (size, size):
-        x = torch.cat([F.interpolate(x[i:i + 4096].float(), size=(size, size), mode="bilinear",
-                                     align_corners=False, antialias=True).round_().clamp_(0, 255).to(torch.uint8)
-                       for i in range(0, len(x), 4096)])
-    return x
-
-
 def _default_natural(cfg: dict, channels: int) -> bool:
     """Custom data: colour images are treated as natural photos unless data.natural says otherwise."""
     nat = cfg.get("natural")
@@ -290,7 +246,7 @@ def _load_npz(cfg: dict) -> RawData:
     k = int(labels.max()) + 1
 
     def conv(a: np.ndarray) -> Tensor:
-        return _conform(torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).contiguous(), cfg)
+        return conform(torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).contiguous(), cfg)
 
     xtr = conv(images)
     xte = conv(test_images) if test_images is not None else None
@@ -308,7 +264,7 @@ def _is_image(name: str) -> bool:
 
 def _folder_layout(cfg: dict) -> tuple[dict[str, list[str]], dict[str, list[str]] | None]:
     """Class → sorted image files for train (and test when path/test/ exists); checks structure only."""
-    root = _abspath(cfg["path"])
+    root = abspath(cfg["path"])
     if not os.path.isdir(root):
         raise UserError(f"data.path: {root}: folder not found (expected path/<class>/<images> or "
                         f"path/train/<class>/<images> with optional path/test/<class>/<images>)")
@@ -348,17 +304,6 @@ def _folder_layout(cfg: dict) -> tuple[dict[str, list[str]], dict[str, list[str]
     return train, test
 
 
-def _pil_array(im, mode: str, size: int | None) -> np.ndarray:
-    """One PIL image → uint8 H×W×C array in `mode` ("L" or "RGB"), resized to size×size when given."""
-    from PIL import Image
-
-    im = im.convert(mode)
-    if size:
-        im = im.resize((size, size), Image.BILINEAR)
-    a = np.asarray(im, dtype=np.uint8)
-    return a[..., None] if a.ndim == 2 else a
-
-
 def _read_images(files: list[str], cfg: dict, shape_ref: list) -> np.ndarray:
     """Decode every file once with PIL into one N×H×W×C uint8 array."""
     from PIL import Image
@@ -369,9 +314,9 @@ def _read_images(files: list[str], cfg: dict, shape_ref: list) -> np.ndarray:
     for f in files:
         try:
             with Image.open(f) as im:
-                a = _pil_array(im, mode, size)
+                a = pil_array(im, mode, size)
         except Exception as err:
-            raise UserError(f"data.path: {f}: cannot read image ({_one_line(err)})")
+            raise UserError(f"data.path: {f}: cannot read image ({one_line(err)})")
         if not shape_ref:
             shape_ref.extend([a.shape, f])
         elif a.shape != shape_ref[0]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gitune.data.sources import RawData, _abspath, _conform, _is_int, _one_line, _pil_array
+from gitune.data.raw import RawData, abspath, conform, is_int, one_line, pil_array
 from gitune.errors import UserError
 
 _TV_EXAMPLES = "MNIST, KMNIST, FashionMNIST, EMNIST, SVHN, GTSRB"
@@ -112,7 +112,7 @@ def make_plan(cfg: dict) -> _TVPlan:
         if not isinstance(cfg.get("root"), str) or not cfg["root"]:
             raise UserError(f"data.root: required when data.name is torchvision (expected the folder torchvision "
                             f"keeps {name} in)")
-        root = _abspath(cfg["root"])
+        root = abspath(cfg["root"])
     return _TVPlan(cls, name, root, mode, frozenset(params), subset if mode == "split+train" else None)
 
 
@@ -131,7 +131,7 @@ def _tv_missing(err: BaseException) -> bool:
 
 def _tv_missing_error(plan: _TVPlan, err: BaseException) -> UserError:
     where = plan.root or "the default location"
-    note = f"; torchvision says: {_one_line(err)}" if "corrupt" in str(err).lower() else ""
+    note = f"; torchvision says: {one_line(err)}" if "corrupt" in str(err).lower() else ""
     return UserError(f"data.root: no {plan.name} files under {where} (expected torchvision's layout, or "
                      f"data.download: true){note}")
 
@@ -161,7 +161,7 @@ def _tv_make(plan: _TVPlan, kw: dict, download: bool):
         raise
     except Exception as err:
         if not _tv_missing(err):
-            raise UserError(f"{_tv_where(plan)}: torchvision cannot load it ({_one_line(err)})") from err
+            raise UserError(f"{_tv_where(plan)}: torchvision cannot load it ({one_line(err)})") from err
         if not (download and can_download):
             raise _tv_missing_error(plan, err) from err
     try:
@@ -170,7 +170,7 @@ def _tv_make(plan: _TVPlan, kw: dict, download: bool):
         raise
     except Exception as err:
         raise UserError(f"data.root: {plan.root}: {plan.name} not found and the download failed "
-                        f"({_one_line(err)}); put torchvision's files for {plan.name} there") from err
+                        f"({one_line(err)}); put torchvision's files for {plan.name} there") from err
 
 
 def _tv_split(plan: _TVPlan, which: str, download: bool):
@@ -191,10 +191,10 @@ def _tv_split(plan: _TVPlan, which: str, download: bool):
         except _NoSuchSplit as err:
             last = err
     if plan.mode == "split+train":
-        raise UserError(f"data.subset: {plan.subset!r} is not a {plan.name} subset ({_one_line(last)})")
+        raise UserError(f"data.subset: {plan.subset!r} is not a {plan.name} subset ({one_line(last)})")
     if train:
         raise UserError(f"{_tv_where(plan)}: no training split (tried split = {', '.join(_TV_TRAIN_SPLITS)}; "
-                        f"{_one_line(last)})")
+                        f"{one_line(last)})")
     return None
 
 
@@ -219,7 +219,7 @@ def _tv_item_array(img, mode: str | None, size: int | None, where: str) -> np.nd
     if not isinstance(img, Image.Image):
         raise UserError(f"{where}: image is a {type(img).__name__} (expected a PIL image or a uint8 array; "
                         f"gitune needs an image classification dataset)")
-    return _pil_array(img, mode or ("L" if img.mode in _GRAY_MODES else "RGB"), size)
+    return pil_array(img, mode or ("L" if img.mode in _GRAY_MODES else "RGB"), size)
 
 
 def _tv_label(y, where: str) -> int:
@@ -228,7 +228,7 @@ def _tv_label(y, where: str) -> int:
         y = y.item()
     elif isinstance(y, np.ndarray) and y.size == 1 and np.issubdtype(y.dtype, np.integer):
         y = y.item()
-    if _is_int(y):
+    if is_int(y):
         return int(y)
     text = " ".join(repr(y).split())
     text = text if len(text) <= 60 else text[:57] + "..."
@@ -242,7 +242,7 @@ def _tv_item(ds, i: int, where: str):
     except UserError:
         raise
     except Exception as err:
-        raise UserError(f"{where}: cannot read it ({_one_line(err)})") from err
+        raise UserError(f"{where}: cannot read it ({one_line(err)})") from err
     if not isinstance(item, (tuple, list)) or len(item) < 2:
         raise UserError(f"{where}: is a {type(item).__name__} (expected an (image, label) pair)")
     return item[0], item[1]
@@ -283,7 +283,7 @@ def _tv_fast(ds, plan: _TVPlan, split: str) -> tuple[Tensor, Tensor] | None:
         img, lab = _tv_item(ds, i, where)
         checks.append((i, torch.from_numpy(_tv_item_array(img, None, None, where)).permute(2, 0, 1), lab))
     for x in candidates:
-        if all(a.shape == x[i].shape and torch.equal(a, x[i]) and _is_int(lab) and int(lab) == int(y[i])
+        if all(a.shape == x[i].shape and torch.equal(a, x[i]) and is_int(lab) and int(lab) == int(y[i])
                for i, a, lab in checks):
             return x.contiguous(), torch.from_numpy(y.astype(np.int64))
     return None
@@ -365,8 +365,8 @@ def load(cfg: dict) -> RawData:
     if native_c == 3:  # grey and colour splits mixed: make both colour before conforming
         xtr = xtr.expand(-1, 3, -1, -1) if xtr.shape[1] == 1 else xtr
         xte = xte.expand(-1, 3, -1, -1) if xte is not None and xte.shape[1] == 1 else xte
-    xtr = _conform(xtr, cfg).contiguous()
-    xte = _conform(xte, cfg).contiguous() if xte is not None else None
+    xtr = conform(xtr, cfg).contiguous()
+    xte = conform(xte, cfg).contiguous() if xte is not None else None
     if xte is not None and xte.shape[1:] != xtr.shape[1:]:
         raise UserError(f"{_tv_where(plan)}: test images are {tuple(xte.shape[1:])} but train images are "
                         f"{tuple(xtr.shape[1:])} (expected one size; set data.image_size to resize)")

@@ -12,8 +12,8 @@ from gitune.errors import UserError
 from gitune.models.heads import CosineLinear
 from gitune.models.resnet import DEPTH_TO_BLOCKS, CifarResNet, resnet
 from gitune.models.small_cnn import SmallCNN
+from gitune.registry import MODEL_NAMES  # the names config checks read (torch-free)
 
-MODEL_NAMES = ("small_cnn", "resnet20", "resnet32", "resnet44", "resnet56")
 
 __all__ = ["MODEL_NAMES", "CifarResNet", "CosineLinear", "SmallCNN", "count_parameters", "create_model"]
 

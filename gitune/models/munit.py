@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MUNIT_DEFAULTS = {"dim": 64, "style_dim": 8, "n_downsample": 2, "n_res": 4, "mlp_dim": 256, "mlp_layers": 3,
-                  "disc_dim": 64, "disc_layers": 4, "disc_scales": 1}
+from gitune.munit_defaults import MUNIT_DEFAULTS  # one place, torch-free: config reads it too
 
 # The reference style encoder: 2 channel-doubling plus 2 more stride-2 convs, then global average pooling.
 STYLE_DOWNSAMPLE = 4

@@ -37,8 +37,7 @@ from gitune.training.losses import build_loss, needs_cosine_head
 from gitune.training.rules import rule_at_epoch
 from gitune.training.schedule import build_optimizer, build_scheduler
 from gitune.tracking import TrackingContext, TrialRun
-
-STATE_FILE = "state.pt"
+from gitune.trainables.checkpoint import restore_state, save_state, state_of
 
 
 @dataclass
@@ -184,12 +183,13 @@ def trial_cpus(train_cfg: dict[str, Any]) -> int | None:
     return None
 
 
+def _parts(model, optimizer, scheduler) -> dict[str, Any]:
+    """What a classifier checkpoint holds besides its epoch and RNG streams (gitune/trainables/checkpoint.py)."""
+    return {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+
+
 def _state(model, optimizer, scheduler, gens: dict[str, torch.Generator], epoch: int) -> dict[str, Any]:
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "epoch": epoch,
-            "rng": {k: g.get_state() for k, g in gens.items()},
-            "rng_device": next(iter(gens.values())).device.type,
-            "torch_rng": torch.get_rng_state()}
+    return state_of(_parts(model, optimizer, scheduler), gens, epoch=epoch)
 
 
 # Appended, never reordered: a stream's seed is its position, so old streams keep their numbers.
@@ -204,43 +204,10 @@ def stream_seed(seed: int, index: int, epoch: int = 0) -> int:
     return seed * 1000 + index + (epoch * 0x9E3779B1) % 2**32
 
 
-def restore_streams(gens: dict[str, torch.Generator], saved: dict[str, torch.Tensor], saved_device: str | None,
-                    reseeds: dict[str, int], where: str) -> bool:
-    """Load the saved RNG streams; False when they were reseeded instead. A CPU generator's state does not
-    fit a CUDA generator (nor the reverse), so a trial retried on another device type reseeds each stream
-    with its seed in `reseeds` (derived from the trial's seed and where it resumes: `where` says which, for
-    the warning): reproducible, but not the draws the first device would have made. `saved_device` None: a
-    checkpoint from before the device type was stored."""
-    device = next(iter(gens.values())).device.type
-    if saved_device in (None, device):
-        try:
-            for k, g in gens.items():
-                if k in saved:
-                    g.set_state(saved[k])
-            return True
-        except RuntimeError:
-            if saved_device is not None:
-                raise
-    log.warning("RNG streams saved on %s cannot be loaded into %s generators: reseeding them for %s "
-                "(the run goes on, with other random draws than an uninterrupted run)",
-                saved_device or "another device type", device, where)
-    for name, g in gens.items():
-        g.manual_seed(reseeds[name])
-    return False
-
-
 def _restore(checkpoint, model, optimizer, scheduler, gens: dict[str, torch.Generator], seed: int) -> int:
-    with checkpoint.as_directory() as d:
-        state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    epoch = int(state["epoch"])
-    restore_streams(gens, state["rng"], state.get("rng_device"),
-                    {name: stream_seed(seed, i, epoch) for i, name in enumerate(RNG_STREAMS) if name in gens},
-                    f"epoch {epoch}")
-    torch.set_rng_state(state["torch_rng"])
-    return epoch
+    return restore_state(checkpoint, _parts(model, optimizer, scheduler), gens, "epoch",
+                         lambda epoch: {name: stream_seed(seed, i, epoch) for i, name in enumerate(RNG_STREAMS)
+                                        if name in gens})
 
 
 def _log_per_class(run: TrialRun, data: LongTailData, metrics: dict[str, float], inv: dict[str, float],
@@ -447,8 +414,7 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
             if inv:
                 _log_per_class(run, data, metrics, inv, done)
         with tempfile.TemporaryDirectory() as d:
-            torch.save(_state(model, optimizer, scheduler, gens, done),
-                       os.path.join(d, STATE_FILE))
+            save_state(d, _parts(model, optimizer, scheduler), gens, epoch=done)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
     if run is not None:
         run.finish("FINISHED")

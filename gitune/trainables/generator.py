@@ -27,15 +27,15 @@ from gitune.data.dataset import build_dataset
 from gitune.errors import UserError
 from gitune.metrics.generator_fidelity import measure_fidelity, nuisance_synthesizer
 from gitune.models import count_parameters
+from gitune.generator_file import GENERATOR_FILE, export_generator
 from gitune.models.munit import MUNIT_DEFAULTS, build_munit, munit_check
-from gitune.pretrain import GENERATOR_FILE, export_generator
 from gitune.tracking import TrackingContext, TrialRun
-from gitune.trainables.classifier import pick_device, restore_streams, stream_seed
+from gitune.trainables.checkpoint import restore_state, save_state
+from gitune.trainables.classifier import pick_device, stream_seed
 from gitune.training.compute import Compute, cudnn_autotune, resolve_compute
 from gitune.training.git import generate, to_generator_range
 from gitune.training.munit import build_munit_optimizers, munit_step, sample_grid
 
-STATE_FILE = "state.pt"
 LOSS_KEYS = ("loss/dis", "loss/gen_total", "loss/gen_adv", "loss/recon_x", "loss/recon_s", "loss/recon_c")
 GRID_ROWS, GRID_STYLES = 8, 6
 TRAIN_STREAM, FID_STREAM = 17, 29  # RNG streams: stream_seed(generator.seed, stream)
@@ -105,15 +105,8 @@ def restore_stage(checkpoint, parts: dict[str, Any], rng: torch.Generator, seed:
     """Load a stage checkpoint into `parts` (networks, optimizers, schedules by state key) and `rng`; the
     iteration it was taken at. A checkpoint from another device type (a retried stage on a CPU node after a
     GPU one) reseeds the training stream for that iteration, as classifier trials do, with a warning."""
-    with checkpoint.as_directory() as d:
-        state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
-    for key, part in parts.items():
-        part.load_state_dict(state[key])
-    start = int(state["iteration"])
-    restore_streams({"train": rng}, {"train": state["rng"]}, state.get("rng_device"),
-                    {"train": stream_seed(seed, TRAIN_STREAM, start)}, f"iteration {start}")
-    torch.set_rng_state(state["torch_rng"])
-    return start
+    return restore_state(checkpoint, parts, {"train": rng}, "iteration",
+                         lambda start: {"train": stream_seed(seed, TRAIN_STREAM, start)})
 
 
 def train_generator(config: dict[str, Any], tracking: TrackingContext | None = None) -> None:
@@ -148,11 +141,11 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
                        .to(device))
     truth = nuisance_synthesizer(data.nuisance) if data.nuisance else None
 
+    parts = {"gen": gen, "dis": dis, "opt_g": opt_g, "opt_d": opt_d, "sched_g": sched_g, "sched_d": sched_d}
     start = 0
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
-        start = restore_stage(checkpoint, {"gen": gen, "dis": dis, "opt_g": opt_g, "opt_d": opt_d,
-                                           "sched_g": sched_g, "sched_d": sched_d}, rng, gc["seed"])
+        start = restore_stage(checkpoint, parts, rng, gc["seed"])
 
     run = None
     if tracking is not None:
@@ -201,11 +194,7 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
             if done == total or (grid_every and done // grid_every > (done - n_sum) // grid_every):
                 run.log_image(_grid_png(gen, grid_set, gc["seed"]), f"samples/iter_{done:07d}.png")
         with tempfile.TemporaryDirectory() as d:
-            state = {"gen": gen.state_dict(), "dis": dis.state_dict(), "opt_g": opt_g.state_dict(),
-                     "opt_d": opt_d.state_dict(), "sched_g": sched_g.state_dict(),
-                     "sched_d": sched_d.state_dict(), "iteration": done, "rng": rng.get_state(),
-                     "rng_device": rng.device.type, "torch_rng": torch.get_rng_state()}
-            torch.save(state, os.path.join(d, STATE_FILE))
+            save_state(d, parts, {"train": rng}, iteration=done)
             if done == total:  # the finished generator, in the file format the sweep and users load
                 export_generator(os.path.join(d, GENERATOR_FILE), gen.state_dict(), arch_of(gc), channels,
                                  size, {"iterations": done, "data": config["data"]})

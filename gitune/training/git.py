@@ -21,8 +21,9 @@ from torch import Tensor
 
 from gitune.data.augment import to_float
 from gitune.errors import UserError
+from gitune.generator_file import build_generator, check_payload  # check_payload: sweep.py imports it from here
+from gitune.registry import GIT_SAMPLERS  # the names config checks read (torch-free)
 
-GIT_SAMPLERS = ("same", "balanced")
 
 
 def keep_probabilities(class_counts: Sequence[int], threshold: int | None) -> Tensor | None:
@@ -165,24 +166,8 @@ class GitAugmenter:
         return {f"{self.prefix}/generated": self.generated, f"{self.prefix}/candidates": self.candidates}
 
 
-GENERATOR_ARCH_KEYS = ("dim", "style_dim", "n_downsample", "n_res", "mlp_dim", "mlp_layers")
-
-
-def check_payload(payload: dict[str, Any], image_shape: Sequence[int], where: str = "generator") -> None:
-    """A generator only fits images of the shape it was trained on."""
-    channels, size = int(image_shape[0]), int(image_shape[-1])
-    if payload["in_channels"] != channels or payload["image_size"] != size:
-        raise UserError(f"{where}: {payload.get('source', '')}: the generator was trained on "
-                        f"{payload['in_channels']}-channel {payload['image_size']} px images, but the data has "
-                        f"{channels}-channel {size} px images")
-
-
 def load_generator(payload: dict[str, Any], device: torch.device, image_shape: Sequence[int]):
-    """The frozen generator from a stage payload ({"arch", "in_channels", "image_size", "state_dict", ...}),
-    checked against the classifier's data so a generator of other images fails with a clear message."""
-    from gitune.models.munit import MunitGenerator
-
+    """The frozen generator from a stage payload (gitune/generator_file.py), checked against the classifier's
+    data so a generator of other images fails with a clear message."""
     check_payload(payload, image_shape)
-    gen = MunitGenerator(payload["in_channels"], **{k: payload["arch"][k] for k in GENERATOR_ARCH_KEYS})
-    gen.load_state_dict(payload["state_dict"])
-    return freeze(gen.to(device))
+    return freeze(build_generator(payload).to(device))

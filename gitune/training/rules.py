@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import torch
 
 from gitune.errors import UserError
+from gitune.registry import RULES  # the names config checks read (torch-free)
 
-RULES = ("erm", "resample", "reweight", "drw", "drs")
 
 
 def effective_number_weights(class_counts: Sequence[int], beta: float = 0.9999) -> torch.Tensor:

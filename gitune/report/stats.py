@@ -7,7 +7,8 @@ paired differences: trials that share seeds and instances share data order and i
 difference cancels much of the seed-to-seed spread that unpaired means keep.
 
 Plain functions on the report's Trial objects (anything with .params, .metrics, .parent_id); no MLflow, no
-files: report.py writes the tables and report_plots.py draws them.
+files: gitune.report.write writes the tables and gitune.report.figures draws them; gitune.comparison uses the same
+functions for the closing table of a sweep.
 """
 
 from __future__ import annotations
