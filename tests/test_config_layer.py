@@ -99,7 +99,8 @@ def test_schema_flag_prints_json_schema_fast_without_torch(tmp_path):
 
 
 def _validator():
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema
+
     schema = D.space_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
