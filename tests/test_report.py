@@ -248,6 +248,28 @@ def test_bad_input_is_one_line_exit_2_nothing_written(store, tmp_path, monkeypat
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.timeout(120)
+def test_out_replaces_only_a_folder_a_report_wrote(store, tmp_path, capsys):
+    """A typo such as `--out ~/code` must not delete anything: a non-empty folder without the report's
+    marker is refused before any work; an empty folder is used; a report folder is replaced."""
+    _, uri, *_ = store
+    code = tmp_path / "code"
+    (code / "src").mkdir(parents=True)
+    (code / "src" / "main.py").write_text("print('precious')\n")
+    assert report.main([NAME, "--tracking-uri", uri, "--out", str(code), "--no-upload"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gitune: error: --out {code}: ") and err.count("\n") == 1 and ".gitune-report" in err
+    assert (code / "src" / "main.py").read_text() == "print('precious')\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["code"]  # no temporary folder left beside it
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert report.main([NAME, "--tracking-uri", uri, "--out", str(empty), "--no-upload"]) == 0
+    assert (empty / ".gitune-report").is_file() and (empty / "report.md").is_file()
+    (empty / "report.md").write_text("stale")
+    assert report.main([NAME, "--tracking-uri", uri, "--out", str(empty), "--no-upload", "--top", "1"]) == 0
+    assert (empty / "report.md").read_text() != "stale"
+
+
 @pytest.mark.timeout(60)
 def test_unreachable_store(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

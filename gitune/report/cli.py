@@ -60,13 +60,14 @@ def run(args: argparse.Namespace) -> int:
     import gitune.report.write as write
     from gitune.report.text import safe_name
 
+    if args.out:
+        write.check_out(Path(args.out))  # before any loading: a wrong --out costs one line
     uri, client = load.open_store(args.tracking_uri)
     sweep = load.load_sweep(client, uri, args.experiment, args.parent, args.all)
     plan = analysis.make_plan(sweep, top=args.top, finished_only=args.finished_only, param=args.param,
                               color_by=args.color_by, group_by=args.group_by, baseline=args.baseline)
     out = Path(args.out) if args.out else Path("reports") / safe_name(sweep.experiment)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: is a file; expected a folder (created or replaced)")
+    write.check_out(out)
     plan.no_counts = load.load_class_counts(client, plan.analysed)
     summary = write.write_folder(plan, out)
     print(f"gitune: report for experiment '{sweep.experiment}' in {out}")

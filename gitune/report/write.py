@@ -1,6 +1,7 @@
 """The report folder: report.md, best_trials.md/.csv, trials.csv, groups.csv, paired.csv, the per-class CSVs,
 param_importances.csv and the figures, written into a temporary folder that then replaces the output folder
-as a whole.
+as a whole. Only a folder that a report wrote (it holds MARKER) is ever replaced: a typo such as `--out ~/code`
+must not delete anything.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ PER_CLASS = (
     ("inv/geed/", "geed_vs_class_size", "softmax G-EED (nats)\nlower = more invariant", "G-EED"),
 )
 # Short titles of the aggregated headline metrics (stats.headline_metrics).
+MARKER = ".gitune-report"  # written into every report folder; only folders holding it are replaced
 HEADLINE_TITLES = {"test/bal_acc": "test bal. acc", "test/acc_many": "test many-shot acc",
                    "test/acc_medium": "test medium-shot acc", "test/acc_few": "test few-shot acc",
                    "val/bal_acc": "val bal. acc", "val/acc_many": "val many-shot acc",
@@ -51,9 +53,20 @@ HEADLINE_TITLES = {"test/bal_acc": "test bal. acc", "test/acc_many": "test many-
                    "inv/ekld_size_spearman": "Spearman(size, eKLD)"}
 
 
+def check_out(out: Path) -> None:
+    """`out` may be new, an empty folder, or a folder an earlier report wrote; anything else is refused
+    before any work, since the report replaces the folder as a whole."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; expected a folder (created or replaced)")
+    if out.is_dir() and not (out / MARKER).is_file() and any(out.iterdir()):
+        raise UserError(f"--out {out}: the folder exists and was not written by gitune report (it has no {MARKER} "
+                        f"file), so it is not replaced; name a new or empty folder")
+
+
 def write_folder(plan: Plan, out: Path) -> str:
     """Write the report into a temporary folder beside `out`, then replace `out` with it as a whole (nothing
     half-written is left behind on an error). Returns the one-line summary."""
+    check_out(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -91,6 +104,7 @@ def write_report(plan: Plan, d: Path) -> str:
     md += _few_shot_section(plan, d)
     md += _importance_section(plan, d)
     (d / "report.md").write_text("\n".join(md))
+    (d / MARKER).write_text("Written by gitune report. The next report to this folder replaces it as a whole.\n")
     rho_text = f"; pooled Spearman(class size, eKLD) = {_rho(rho)}" if math.isfinite(rho) else ""
     best_text = (f"; best {sweep.metric} = {fmt(ranked[0].metrics.get(sweep.metric))} (trial {ranked[0].trial_id})"
                  if ranked and finite(ranked[0].metrics.get(sweep.metric)) else "")
