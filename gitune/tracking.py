@@ -116,9 +116,11 @@ def start_sweep(name: str, uri: str, sweep_path: str, spec_yaml: str, space_file
         if exp.lifecycle_stage == "deleted":
             retry(lambda: client.restore_experiment(exp_id))
     if resume:
-        runs = retry(lambda: client.search_runs(
-            [exp_id], f"tags.`{ROLE}` = 'sweep' and tags.`{SWEEP_PATH}` = '{sweep_path}'",
-            order_by=["attributes.start_time DESC"], max_results=1))
+        # The path is compared here, not in the filter: it holds the user's sweep name, and a quote in it
+        # would end the filter's string literal.
+        runs = retry(lambda: client.search_runs([exp_id], f"tags.`{ROLE}` = 'sweep'",
+                                                order_by=["attributes.start_time DESC"], max_results=10_000))
+        runs = [r for r in runs if r.data.tags.get(SWEEP_PATH) == sweep_path]
         if runs:
             run_id = runs[0].info.run_id
             retry(lambda: client.update_run(run_id, status="RUNNING"))
