@@ -28,5 +28,7 @@ def run_cli(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) 
     try:
         return run(args)
     except UserError as e:
-        print(f"gitune: error: {e}", file=sys.stderr)
+        from gitune.redact import redact
+
+        print(f"gitune: error: {redact(str(e))}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from gitune.errors import UserError
+from gitune.redact import redact
 
 T = TypeVar("T")
 
@@ -120,25 +121,25 @@ def start_sweep(name: str, uri: str, sweep_path: str, spec_yaml: str, space_file
         # would end the filter's string literal.
         runs = retry(lambda: client.search_runs([exp_id], f"tags.`{ROLE}` = 'sweep'",
                                                 order_by=["attributes.start_time DESC"], max_results=10_000))
-        runs = [r for r in runs if r.data.tags.get(SWEEP_PATH) == sweep_path]
+        runs = [r for r in runs if r.data.tags.get(SWEEP_PATH) == redact(sweep_path)]
         if runs:
             run_id = runs[0].info.run_id
             retry(lambda: client.update_run(run_id, status="RUNNING"))
             retry(lambda: client.set_tag(run_id, "gitune.resumed", "true"))
             return TrackingContext(uri, exp_id, name, run_id)
-    tags = {ROLE: "sweep", SWEEP_PATH: sweep_path, "gitune.space_file": str(space_file),
-            "mlflow.runName": Path(sweep_path).name}
+    tags = {ROLE: "sweep", SWEEP_PATH: redact(sweep_path), "gitune.space_file": redact(str(space_file)),
+            "mlflow.runName": redact(Path(sweep_path).name)}
     commit = git_commit(space_file.resolve().parent)
     if commit:
         tags["mlflow.source.git.commit"] = commit
     run = retry(lambda: client.create_run(exp_id, tags=tags))
     run_id = run.info.run_id
-    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    items = [Param(k, redact(str(v))[:6000]) for k, v in params.items()]
     for i in range(0, len(items), MAX_PARAMS):
         retry(lambda: client.log_batch(run_id, params=items[i:i + MAX_PARAMS]))
-    retry(lambda: client.log_text(run_id, spec_yaml, "spec/resolved.yaml"))
+    retry(lambda: client.log_text(run_id, redact(spec_yaml), "spec/resolved.yaml"))
     if space_file.is_file():
-        retry(lambda: client.log_text(run_id, space_file.read_text(), f"spec/{space_file.name}"))
+        retry(lambda: client.log_text(run_id, redact(space_file.read_text()), f"spec/{space_file.name}"))
     return TrackingContext(uri, exp_id, name, run_id)
 
 
@@ -152,7 +153,7 @@ def end_sweep(ctx: TrackingContext, status: str, summary: dict[str, Any] | None 
 
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, 0) for k, v in summary.items() if isinstance(v, (int, float))]
-        tags = [RunTag(k, str(v)) for k, v in summary.items() if not isinstance(v, (int, float))]
+        tags = [RunTag(k, redact(str(v))) for k, v in summary.items() if not isinstance(v, (int, float))]
         retry(lambda: client.log_batch(ctx.parent_run_id, metrics=metrics, tags=tags))
     retry(lambda: client.set_terminated(ctx.parent_run_id, status))
 
@@ -192,10 +193,10 @@ class TrialRun:
                 retry(lambda: client.update_run(run_id, status="RUNNING"))
             return cls(client, run_id, resumed=True)
         all_tags = {PARENT: ctx.parent_run_id, TRIAL_ID: trial_id, "mlflow.runName": trial_name,
-                    ROLE: "trial", **(tags or {})}
+                    ROLE: "trial", **{k: redact(str(v)) for k, v in (tags or {}).items()}}
         run = retry(lambda: client.create_run(ctx.experiment_id, tags=all_tags))
         self = cls(client, run.info.run_id, resumed=False)
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        items = [Param(k, redact(str(v))[:6000]) for k, v in params.items()]
         for i in range(0, len(items), MAX_PARAMS):
             retry(lambda: client.log_batch(self.run_id, params=items[i:i + MAX_PARAMS]))
         return self
@@ -212,7 +213,7 @@ class TrialRun:
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        retry(lambda: self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]))
+        retry(lambda: self.client.log_batch(self.run_id, tags=[RunTag(k, redact(str(v))) for k, v in tags.items()]))
 
     def log_figure(self, fig, path: str) -> None:
         retry(lambda: self.client.log_figure(self.run_id, fig, path))
@@ -256,7 +257,8 @@ def trial_status_callback(ctx: TrackingContext, scheduler: str):
             client = _client(ctx.uri)
             if "gitune.error" not in run.data.tags:  # the trial's own reason, when it could give one, wins
                 lines = [ln for ln in str(trial.get_error() or "trial errored").splitlines() if ln.strip()]
-                retry(lambda: client.set_tag(run.info.run_id, "gitune.error", (lines[-1] if lines else "")[:5000]))
+                reason = redact(lines[-1] if lines else "")[:5000]
+                retry(lambda: client.set_tag(run.info.run_id, "gitune.error", reason))
             retry(lambda: client.set_terminated(run.info.run_id, "FAILED"))
 
     return TrialRunCloser()

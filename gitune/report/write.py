@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import gitune.report.figures as figures
 import gitune.report.stats as stats
 from gitune.errors import UserError
+from gitune.redact import redact
 from gitune.report.analysis import (Plan, Point, colour_groups, dist_kind, finite, importances, metric_sorted,
                                     per_class_points, shot_group, spearman, treat_as_categorical, tuned_columns,
                                     varying_keys)
@@ -115,7 +116,7 @@ def write_report(plan: Plan, d: Path) -> str:
 def _header(plan: Plan, counts: dict[str, int]) -> list[str]:
     sweep = plan.sweep
     md = [f"# Sweep report: {sweep.experiment}\n",
-          f"- Tracking URI: `{sweep.uri}`, experiment `{sweep.experiment}` (id {sweep.experiment_id})"]
+          f"- Tracking URI: `{redact(sweep.uri)}`, experiment `{sweep.experiment}` (id {sweep.experiment_id})"]
     for p in sweep.parents:
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(p.info.start_time / 1000))
         md.append(f"- Parent run `{p.info.run_id}` ({p.info.status.lower()}, started {started}, "
