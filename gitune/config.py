@@ -60,7 +60,7 @@ def int_range(lo: int | None = None, hi: int | None = None, nullable: bool = Fal
 
 
 def float_range(lo: float | None = None, hi: float | None = None, nullable: bool = False,
-                lo_open: bool = False) -> Check:
+                lo_open: bool = False, hi_open: bool = False) -> Check:
     def test(v: Any) -> bool:
         if v is None:
             return nullable
@@ -68,10 +68,11 @@ def float_range(lo: float | None = None, hi: float | None = None, nullable: bool
             return False
         if lo is not None and (v < lo or (lo_open and v == lo)):
             return False
-        return hi is None or v <= hi
+        return hi is None or v < hi or (v == hi and not hi_open)
 
-    bounds = {"exclusiveMinimum" if lo_open else "minimum": lo, "maximum": hi}
-    return Check(test, _describe("a number", lo, hi, nullable, lo_open), "float", _json("number", nullable, **bounds))
+    bounds = {"exclusiveMinimum" if lo_open else "minimum": lo, "exclusiveMaximum" if hi_open else "maximum": hi}
+    return Check(test, _describe("a number", lo, hi, nullable, lo_open, hi_open), "float",
+                 _json("number", nullable, **bounds))
 
 
 def one_of(*names: str, nullable: bool = False) -> Check:
@@ -97,8 +98,9 @@ def int_list() -> Check:
                  json={"type": "array", "items": {"type": "integer", "minimum": 0}})
 
 
-def _describe(kind: str, lo: Any, hi: Any, nullable: bool, lo_open: bool = False) -> str:
-    bounds = ([f"{'>' if lo_open else '≥'} {lo}"] if lo is not None else []) + ([f"≤ {hi}"] if hi is not None else [])
+def _describe(kind: str, lo: Any, hi: Any, nullable: bool, lo_open: bool = False, hi_open: bool = False) -> str:
+    bounds = (([f"{'>' if lo_open else '≥'} {lo}"] if lo is not None else [])
+              + ([f"{'<' if hi_open else '≤'} {hi}"] if hi is not None else []))
     return kind + (" " + " and ".join(bounds) if bounds else "") + (" (or null)" if nullable else "")
 
 
@@ -116,14 +118,15 @@ class Key:
         return self.name.split(".")[0]
 
 
-_CHANNELS = Check(lambda v: v in (None, 1, 3), "1 or 3 (or null)", json={"enum": [1, 3, None]})
+_CHANNELS = Check(lambda v: v is None or (_is_int(v) and v in (1, 3)), "1 or 3 (or null)", json={"enum": [1, 3, None]})
 _PRECISIONS = ("auto", "fp32", "bf16")
 _G = MUNIT_DEFAULTS  # the generator's architecture defaults live beside the networks (gitune/munit_defaults.py)
 
 # Every key a trial reads, in the order of the trial config. DEFAULTS, GENERATOR_DEFAULTS, schema() and
 # docs/config.md are all derived from this table: a new key is one line here (and the code that reads it).
 KEYS: tuple[Key, ...] = (
-    Key("data.name", "glyphs", one_of(*DATASETS),
+    Key("data.name", "glyphs", Check(lambda v: isinstance(v, str) and v in DATASETS,  # live: registry.SOURCES
+                                     "one of: " + ", ".join(DATASETS), json={"enum": list(DATASETS)}),
         "`glyphs` (built-in, no download), `cifar10`, `cifar100`, `npz`, `imagefolder`, `torchvision`"),
     Key("data.root", "./data", string(), "where CIFAR / torchvision files live / are downloaded"),
     Key("data.path", None, string(nullable=True), "the `.npz` file or image folder for custom data"),
@@ -181,7 +184,8 @@ KEYS: tuple[Key, ...] = (
         "`erm`, `resample`, `reweight` (effective number, `beta`), `drw`, `drs` (deferred at `deferred_epoch`)"),
     Key("train.deferred_epoch", None, int_range(0, nullable=True),
         "epoch at which `drw` / `drs` start (null: the first milestone, else 80 % of the epochs)"),
-    Key("train.beta", 0.9999, float_range(0.0, 1.0), "effective-number β of `reweight` / `drw`"),
+    Key("train.beta", 0.9999, float_range(0.0, 1.0, hi_open=True),
+        "effective-number β of `reweight` / `drw`: β = (N−1)/N for a finite N, so < 1 (→ 1: inverse frequency)"),
     Key("train.focal_gamma", 1.0, float_range(0.0), "focal loss γ"),
     Key("train.ldam_max_m", 0.5, float_range(0.0, lo_open=True), "LDAM largest margin (the smallest class's)"),
     Key("train.ldam_s", 30.0, float_range(0.0, lo_open=True), "LDAM logit scale s of the cosine head"),
@@ -372,16 +376,25 @@ def validate_config(cfg: dict[str, Any], where: str, tuned: set[str] = frozenset
     for key, value in flat.items():
         if key not in tuned:
             check_value(key, value, f"{where}.{key}")
-    data = cfg["data"]
-    if "data.name" not in tuned:
-        if data["name"] in ("npz", "imagefolder") and not data["path"]:
-            raise UserError(f"{where}.data.path: data.name '{data['name']}' needs data.path "
-                            f"({'an .npz file' if data['name'] == 'npz' else 'an image folder'})")
+    if not tuned & {"data.name", "data.path", "data.dataset"}:  # tuned: checked per value (spaces._check_space_sample)
+        check_data_rules(cfg["data"], f"{where}.")
     opt = cfg["optim"]
     tr = cfg["train"]
     if not tuned & {"optim.warmup_epochs", "train.epochs"} and opt["warmup_epochs"] > tr["epochs"]:
         raise UserError(f"{where}.optim.warmup_epochs: expected ≤ train.epochs ({tr['epochs']}), "
                         f"got {opt['warmup_epochs']}")
+
+
+def check_data_rules(data: dict[str, Any], where: str = "") -> None:
+    """What single data keys cannot express: the keys a source needs besides data.name. The one rule for the
+    spec (gitune.spaces) and the data layer (gitune.data.sources.validate_data_config)."""
+    name = data.get("name")
+    if name in ("npz", "imagefolder") and not data.get("path"):
+        what = "an .npz file" if name == "npz" else "an image folder"
+        raise UserError(f"{where}data.path: required when data.name is {name} (expected the path of {what})")
+    if name == "torchvision" and not data.get("dataset"):
+        raise UserError(f"{where}data.dataset: required when data.name is torchvision (expected a class name of "
+                        f"torchvision.datasets such as MNIST, KMNIST, FashionMNIST, EMNIST, SVHN, GTSRB)")
 
 
 def resolve_trial_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -391,3 +404,25 @@ def resolve_trial_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if tr["deferred_epoch"] is None:
         tr["deferred_epoch"] = opt["milestones"][0] if opt["milestones"] else int(tr["epochs"] * 0.8)
     return cfg
+
+
+# ---------------------------------------------------------------- preconditions shared by the spec and the trial
+
+def has_nuisance(cfg: dict[str, Any]) -> bool:
+    """Whether config.data.nuisance sets a nuisance (0, false and null set none, as gitune.data reads it)."""
+    return any(v for v in (cfg["data"].get("nuisance") or {}).values())
+
+
+def check_augmentation_sources(git_probs: list[float], oracle_probs: list[float], has_generator: bool,
+                               nuisance: bool, where: str = "") -> None:
+    """GIT replaces images by generated ones and the oracle by the data's true nuisance: each needs its source.
+
+    One rule for the spec parser (every value a distribution can produce) and the trial (the sampled value),
+    so both refuse the same configs with the same words."""
+    at = f"{where}: " if where else ""
+    if any(p > 0 for p in git_probs) and not has_generator:
+        raise UserError(f"{at}git.prob: values > 0 need a generator: add a `generator:` block to the space file "
+                        f"(a config to pretrain, or checkpoint: PATH)")
+    if any(p > 0 for p in oracle_probs) and not nuisance:
+        raise UserError(f"{at}aug.oracle_prob: values > 0 apply the dataset's true nuisance, but "
+                        f"config.data.nuisance sets none (expected e.g. data.nuisance: {{rotation: 180}})")

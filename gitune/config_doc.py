@@ -1,6 +1,7 @@
-"""Documents generated from the key declarations (gitune.config.KEYS) and the spec constants (gitune.spaces).
+"""Documents generated from the key declarations: trial keys (gitune.config.KEYS) and spec keys (gitune.spec_keys).
 
-- docs/config.md: one table per config group (key, default, allowed values, doc), from `markdown_table()`;
+- docs/config.md: one table per config group and one of the space file's own keys (key, default, allowed
+  values, doc), from `markdown_table()`;
 - docs/space.schema.json: a JSON Schema (draft 2020-12) of a search-space file, from `space_schema()`; editors
   with the YAML language server complete and check keys through the `# yaml-language-server: $schema=...`
   line at the top of every file in search_spaces/ and sweeps/. `python -m gitune.sweep --schema` prints it.
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gitune import config as C
+from gitune import spec_keys as SK
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_MD = ROOT / "docs" / "config.md"
@@ -40,6 +42,8 @@ GROUP_TITLES = {
 def _yaml_value(v: Any) -> str:
     if v is None:
         return "null"
+    if v == "":
+        return '""'
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, list):
@@ -51,11 +55,17 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _row(name: str, key: C.Key) -> str:
+    default = "(required)" if key.name in SK.REQUIRED else f"`{_yaml_value(key.default)}`"
+    return f"| `{name}` | {default} | {_cell(key.check.expected)} | {_cell(key.doc)} |"
+
+
 def markdown_table() -> str:
-    """docs/config.md: every key of KEYS, grouped, with its default, allowed values and doc."""
+    """docs/config.md: every key of KEYS, grouped, then the space file's own keys (SPEC_KEYS), each with its
+    default, allowed values and doc."""
     lines = ["# Config keys and defaults", "",
-             "Generated from `gitune/config.py` (`KEYS`) by `python -m gitune.config_doc --write`; do not edit by "
-             "hand. A space file sets them under `config:` (fixed, nested by group) or `space:` (tuned, dotted "
+             "Generated from `gitune/config.py` (`KEYS`) and `gitune/spec_keys.py` (`SPEC_KEYS`) by "
+             "`python -m gitune.config_doc --write`; do not edit by hand. A space file sets them under `config:` (fixed, nested by group) or `space:` (tuned, dotted "
              "keys); `python -m gitune.sweep --schema` prints the JSON Schema of a space file "
              "([space.schema.json](space.schema.json)).", ""]
     for group in (*C.GROUPS, "generator"):
@@ -64,8 +74,13 @@ def markdown_table() -> str:
                   "| --- | --- | --- | --- |"]
         for k in keys:
             name = k.name.split(".", 1)[1] if group == "generator" else k.name
-            lines.append(f"| `{name}` | `{_yaml_value(k.default)}` | {_cell(k.check.expected)} | {_cell(k.doc)} |")
+            lines.append(_row(name, k))
         lines.append("")
+    lines += ["## the space file: the sweep's own keys", "",
+              "Top level and blocks (a block left out or null takes the defaults of its keys); `config`, `space` "
+              "and `generator.config` / `generator.space` hold the keys above.", "",
+              "| key | default | allowed values | meaning |", "| --- | --- | --- | --- |"]
+    lines += [_row(k.name, k) for k in SK.SPEC_KEYS] + [""]
     return "\n".join(lines)
 
 
@@ -115,77 +130,44 @@ def _config_tree(groups: tuple[str, ...], strip: str = "") -> dict[str, Any]:
     return build(tree)
 
 
-def space_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of a search-space file: its top-level keys (gitune.spaces.TOP_KEYS),
-    their blocks with the defaults of SUB_DEFAULTS / GENERATOR_BLOCK, and every config key with the allowed
-    values of its check. Cross-key rules (GIT needs a generator, grid search needs finite values, ...) are
-    checked by `--dry-run`, not here."""
-    from gitune import spaces as S
+def _trees() -> dict[str, dict[str, Any]]:
+    """The spec keys that hold trial keys: the config trees and the spaces of tuned keys."""
+    def tuned(keys: list[C.Key], strip: str = "") -> dict[str, Any]:
+        return {"type": ["object", "null"], "additionalProperties": False,
+                "properties": {k.name[len(strip):]: {"$ref": f"#/$defs/tuned/{k.name}"} for k in keys}}
 
-    T, sub, gb = S.TOP_KEYS, S.SUB_DEFAULTS, S.GENERATOR_BLOCK
-    trial = [k for k in C.KEYS if k.group in C.GROUPS]
     gen = [k for k in C.KEYS if k.group == "generator"]
-    int_or_null = {"type": ["integer", "null"]}
-    search = {"type": {"enum": list(S.SEARCHERS), "default": sub["search"]["type"]},
-              "seed": {**int_or_null, "minimum": 0, "default": sub["search"]["seed"]}}
-    resources = {"cpu": {"type": "number", "exclusiveMinimum": 0, "default": sub["resources"]["cpu"]},
-                 "gpu": {"type": "number", "minimum": 0, "maximum": 1, "default": sub["resources"]["gpu"]}}
-    props: dict[str, Any] = {
-        "name": {"description": T["name"], "type": "string", "minLength": 1, "pattern": "^[^/]*$"},
-        "description": {"description": T["description"], "type": "string"},
-        "trainable": {"description": T["trainable"], "enum": list(S.TRAINABLES), "default": "classifier"},
-        "metric": {"description": T["metric"], "default": "val/bal_acc",
-                   "anyOf": [{"enum": list(S.EPOCH_METRICS)},
-                             {"type": "string", "pattern": "^val/class_acc/c[0-9]+$"}]},
-        "mode": {"description": T["mode"], "enum": ["max", "min"], "default": "max"},
-        "num_samples": {"description": T["num_samples"], "type": "integer", "minimum": 1, "default": 1},
-        "scheduler": _object({
-            "type": {"enum": list(S.SCHEDULERS), "default": sub["scheduler"]["type"]},
-            "max_t": {**int_or_null, "minimum": 1, "default": sub["scheduler"]["max_t"],
-                      "description": "in epochs (null: train.epochs)"},
-            "grace_period": {"type": "integer", "minimum": 1, "default": sub["scheduler"]["grace_period"]},
-            "reduction_factor": {"type": "number", "exclusiveMinimum": 1,
-                                 "default": sub["scheduler"]["reduction_factor"]}}, T["scheduler"], nullable=True),
-        "search": _object({**search, "max_concurrent": {**int_or_null, "minimum": 1,
-                                                        "default": sub["search"]["max_concurrent"]}},
-                          T["search"], nullable=True),
-        "resources": _object(resources, T["resources"], nullable=True),
-        "checkpoint": _object({"num_to_keep": {**int_or_null, "minimum": 1,
-                                               "default": sub["checkpoint"]["num_to_keep"]}},
-                              T["checkpoint"], nullable=True),
-        "failure": _object({"max_failures": {"type": "integer", "minimum": -1,
-                                             "default": sub["failure"]["max_failures"]}},
-                           T["failure"], nullable=True),
-        "generator": _object({
-            "checkpoint": {"type": ["string", "null"], "default": gb["checkpoint"],
-                           "description": "a generator.pt file/folder or runs:/<run_id>: skips pretraining"},
-            "num_samples": {"type": "integer", "minimum": 1, "default": gb["num_samples"]},
-            "metric": {"enum": [*S.GENERATOR_METRICS, None], "default": gb["metric"],
-                       "description": "null: fid/nuisance_ed with a data.nuisance, else fid/style_x_content"},
-            "mode": {"enum": ["max", "min", None], "default": gb["mode"],
-                     "description": "null: the metric's own"},
-            "search": _object(search),
-            "resources": _object(resources, "null: the classifier trials' resources", nullable=True),
-            "config": {**_config_tree(("generator",), "generator."), "type": ["object", "null"],
-                       "description": "generator keys without the `generator.` prefix (docs/config.md)"},
-            "space": {"type": ["object", "null"], "additionalProperties": False,
-                      "description": "tuned generator keys, without the prefix",
-                      "properties": {k.name.split(".", 1)[1]: {"$ref": f"#/$defs/tuned/{k.name}"} for k in gen}},
-        }, T["generator"], nullable=True),
-        "config": {**_config_tree(C.GROUPS), "type": ["object", "null"], "description": T["config"]},
-        "space": {"description": T["space"] + ": dotted config keys → one distribution",
-                  "type": ["object", "null"], "additionalProperties": False,
-                  "properties": {k.name: {"$ref": f"#/$defs/tuned/{k.name}"} for k in trial}},
-    }
-    assert set(props) == set(T), "gitune.spaces.TOP_KEYS changed: describe the new key here"
+    return {"config": {**_config_tree(C.GROUPS), "type": ["object", "null"]},
+            "space": tuned([k for k in C.KEYS if k.group in C.GROUPS]),
+            "generator.config": {**_config_tree(("generator",), "generator."), "type": ["object", "null"]},
+            "generator.space": tuned(gen, "generator.")}
+
+
+def _spec_node(key: C.Key, trees: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A spec key's schema: a block is an object of its own keys, any other key its check's JSON."""
+    own = SK.children(key.name)
+    if key.name in trees:
+        node = trees[key.name]
+    elif own:
+        node = _object({name: _spec_node(k, trees) for name, k in own.items()}, nullable=True)
+    else:
+        node = {**({} if key.name in SK.REQUIRED else {"default": key.default}), **key.check.json}
+    return {"description": key.doc, **node}
+
+
+def space_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a search-space file: its own keys (gitune.spec_keys.SPEC_KEYS) with
+    their defaults and checks, and every config key with the allowed values of its check. Cross-key rules
+    (GIT needs a generator, grid search needs finite values, ...) are checked by `--dry-run`, not here."""
+    trees = _trees()
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "gitune search-space file",
         "description": "Generated by gitune.config_doc (python -m gitune.sweep --schema); see docs/config.md.",
         "type": "object",
-        "required": ["name"],
+        "required": list(SK.REQUIRED),
         "additionalProperties": False,
-        "properties": props,
+        "properties": {name: _spec_node(k, trees) for name, k in SK.children("").items()},
         "$defs": {"distribution": _distributions(), "value": {k.name: _value(k) for k in C.KEYS},
                   "tuned": {k.name: _distribution(k) for k in C.KEYS}},
     }

@@ -21,10 +21,12 @@ from typing import Any
 
 from gitune import storage
 from gitune.errors import UserError
+from gitune.redact import redact, redact_any
 # export_generator: tests/test_regression.py (kept untouched) imports it from here
 from gitune.generator_file import GENERATOR_FILE, check_payload, export_generator, read_generator_file  # noqa: F401
 
 CACHE_DIR = "generators"
+GENERATOR_STAGE = "generator"  # the generator stage's Tune experiment: <run_dir>/generator
 # Keys that change only how a run is watched, not the weights it produces: left out of the cache key.
 _NOT_IN_KEY = ("report_every", "grid_every", "threads")
 # Keys added after generators were first cached: in the key only when set away from their defaults, so
@@ -118,7 +120,7 @@ def store_in_cache(local_file: str, root: str, key: str, info: dict[str, Any]) -
     with open(local_file, "rb") as src, fs.open_output_stream(tmp) as dst:
         dst.write(src.read())
     with fs.open_output_stream(f"{folder}/info.json") as dst:
-        dst.write(json.dumps(info, indent=2, sort_keys=True, default=str).encode())
+        dst.write(json.dumps(redact_any(info), indent=2, sort_keys=True, default=str).encode())
     fs.move(tmp, path)
     return uri
 
@@ -144,43 +146,22 @@ def pretrain(spec, run_dir: str, ctx, resume: bool,
     its last fid/* metrics)."""
     from ray import tune
 
-    from gitune.spaces import param_space, search_algorithm
-    from gitune.tracking import find_trial_run, trial_status_callback
+    from gitune.stage import best_result, run_stage
+    from gitune.tracking import find_trial_run
     from gitune.trainables.generator import train_generator
 
     gspec = stage_spec(spec)
-    trainable = tune.with_resources(tune.with_parameters(train_generator, tracking=ctx),
-                                    {"cpu": gspec.resources["cpu"], "gpu": gspec.resources["gpu"]})
-    stage_dir = f"{run_dir}/generator"
     columns = {"iteration": "iter", "loss/recon_x": "recon_x", "loss/gen_adv": "gen_adv", "loss/dis": "dis"}
     columns.setdefault(gspec.metric, gspec.metric.split("/", 1)[-1])
-    reporter = tune.CLIReporter(
-        metric_columns={**columns, "perf/img_per_s": "img/s"},
-        parameter_columns=[k.replace(".", "/") for k in gspec.space], max_report_frequency=15)
-    if resume and storage.is_file(f"{stage_dir}/tuner.pkl"):
-        tuner = tune.Tuner.restore(stage_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                   param_space=param_space(gspec))
-    else:
-        run_config = tune.RunConfig(
-            name="generator", storage_path=run_dir,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            failure_config=tune.FailureConfig(max_failures=gspec.failure["max_failures"]),
-            callbacks=[trial_status_callback(ctx, "fifo")], progress_reporter=reporter, verbose=1)
-        tuner = tune.Tuner(trainable, param_space=param_space(gspec), run_config=run_config,
-                           tune_config=tune.TuneConfig(metric=gspec.metric, mode=gspec.mode,
-                                                       num_samples=gspec.num_samples,
-                                                       search_alg=search_algorithm(gspec)))
-    results = tuner.fit()
+    results = run_stage(gspec, tune.with_parameters(train_generator, tracking=ctx), f"{run_dir}/{GENERATOR_STAGE}",
+                        ctx, resume, {**columns, "perf/img_per_s": "img/s"})
     if interrupted(results):
         raise KeyboardInterrupt
-    ok = [r for r in results if r.error is None and r.checkpoint is not None
-          and isinstance((r.metrics or {}).get(gspec.metric), float)]
-    if not ok:
+    best = best_result(results, gspec.metric, gspec.mode, need_checkpoint=True)
+    if best is None:
         errors = [str(r.error).strip().splitlines()[-1] for r in results if r.error is not None]
         raise StageFailed(f"generator stage: no trial finished ({len(errors)} errored"
                           + (f"; last error: {errors[-1]}" if errors else "") + ")")
-    sign = 1 if gspec.mode == "max" else -1
-    best = max(ok, key=lambda r: sign * r.metrics[gspec.metric])
     local = Path(tempfile.mkdtemp(prefix="gitune-gen-")) / GENERATOR_FILE
     with best.checkpoint.as_directory() as d:
         src = Path(d) / GENERATOR_FILE
@@ -189,7 +170,7 @@ def pretrain(spec, run_dir: str, ctx, resume: bool,
         local.write_bytes(src.read_bytes())
     found = find_trial_run(ctx, best.metrics.get("trial_id", "")) if ctx is not None else None
     fidelity = {k: float(v) for k, v in best.metrics.items() if k.startswith("fid/")}
-    print(f"gitune: generator: chose trial {best.metrics.get('trial_id', '?')} of {len(ok)} by {gspec.metric} "
+    print(f"gitune: generator: chose trial {best.metrics.get('trial_id', '?')} of {len(results)} by {gspec.metric} "
           f"({gspec.mode}) = {best.metrics[gspec.metric]:.4g}; {fidelity_line(fidelity, gspec.metric, gspec.mode)}")
     return str(local), (found.info.run_id if found is not None else None), fidelity
 
@@ -208,7 +189,7 @@ def prepare_generator(spec, root: str, run_dir: str, ctx, resume: bool, image_sh
         if local is not None:
             payload, how = read_generator_file(local, f"{where} cache"), "cached"
             info = cached_info(root, key)
-            print(f"gitune: generator: reusing {cache_path(root, key)} (key {key}); "
+            print(f"gitune: generator: reusing {redact(cache_path(root, key))} (key {key}); "
                   f"{fidelity_line(info.get('fidelity') or {}, spec.generator['metric'], spec.generator['mode'])}")
         else:
             print(f"gitune: generator: no cached generator for key {key}; pretraining it first")
@@ -219,7 +200,7 @@ def prepare_generator(spec, root: str, run_dir: str, ctx, resume: bool, image_sh
             payload, how = read_generator_file(local, where), "trained"
             payload["source"] = uri
             payload["meta"]["mlflow_run_id"] = run_id
-            print(f"gitune: generator: trained; stored as {uri}")
+            print(f"gitune: generator: trained; stored as {redact(uri)}")
     check_payload(payload, image_shape, where)
     payload["key"] = key if how != "given" else f"given:{payload['source']}"
     if ctx is not None:

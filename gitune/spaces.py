@@ -18,6 +18,7 @@ import yaml
 
 from gitune import config as C
 from gitune.errors import UserError
+from gitune.spec_keys import GENERATOR_METRICS, SPEC_KEY_BY_NAME, SUB_DEFAULTS, TOP_KEYS, children
 
 class _Loader(yaml.SafeLoader):
     """safe_load, plus YAML 1.2 floats: PyYAML (YAML 1.1) reads `1e-3` or `5.0e39` as strings."""
@@ -37,57 +38,8 @@ def safe_load(text: str):
         loader.dispose()
 
 
-TRAINABLES = ("classifier",)
-SEARCHERS = ("random", "grid", "optuna")
-SCHEDULERS = ("asha", "fifo")
 DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "randint", "choice", "grid")
-# Reported every epoch, so ASHA can compare trials on them at any rung.
-EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "val/bal_acc", "val/acc_many",
-                 "val/acc_medium", "val/acc_few")
-
-TOP_KEYS = {
-    "name": "the sweep (and MLflow experiment) name",
-    "description": "free text",
-    "trainable": "which trainable to run",
-    "metric": "the metric ASHA and the searcher optimise",
-    "mode": "max or min",
-    "num_samples": "trials to sample",
-    "scheduler": "the trial scheduler",
-    "search": "the search algorithm",
-    "resources": "per-trial resources",
-    "checkpoint": "checkpoint retention",
-    "failure": "retries of crashed trials",
-    "config": "fixed trial config",
-    "space": "tuned trial config",
-    "generator": "the generator stage (GIT)",
-}
-# Reported by the generator trainable; `generator.metric` picks the checkpoint among generator trials, in
-# the mode given here unless the block sets one. The losses do not say whether the nuisance was learned (an
-# identity map minimises loss/recon_x); the fidelity metrics (gitune/metrics/generator_fidelity.py) do.
-GENERATOR_METRICS: dict[str, str] = {
-    "fid/nuisance_ed": "min", "fid/nuisance_ed_feat": "min",  # need config.data.nuisance
-    "fid/style_x_content": "max", "fid/style_effect": "max", "fid/content": "max",
-    "loss/recon_x": "min", "loss/recon_s": "min", "loss/recon_c": "min", "loss/gen_adv": "min",
-    "loss/gen_total": "min", "loss/dis": "min",
-}
 NUISANCE_METRICS = ("fid/nuisance_ed", "fid/nuisance_ed_feat")
-GENERATOR_BLOCK: dict[str, Any] = {
-    "checkpoint": None,  # a generator.pt file/folder or runs:/<run_id>: skips pretraining
-    "num_samples": 1,
-    "metric": None,  # default: fid/nuisance_ed with a data.nuisance, else fid/style_x_content
-    "mode": None,  # default: the metric's own (GENERATOR_METRICS)
-    "search": {"type": "random", "seed": 0},
-    "resources": None,  # default: the classifier trials' resources
-    "config": None,
-    "space": None,
-}
-SUB_DEFAULTS: dict[str, dict[str, Any]] = {
-    "scheduler": {"type": "asha", "max_t": None, "grace_period": 1, "reduction_factor": 3},
-    "search": {"type": "random", "seed": 0, "max_concurrent": None},
-    "resources": {"cpu": 1, "gpu": 0},
-    "checkpoint": {"num_to_keep": 2},
-    "failure": {"max_failures": 2},
-}
 
 
 @dataclass
@@ -108,7 +60,7 @@ class SweepSpec:
     space: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     description: str = ""
     source: str = ""
-    generator: dict[str, Any] | None = None  # the validated `generator:` block (GENERATOR_BLOCK keys)
+    generator: dict[str, Any] | None = None  # the validated `generator:` block (gitune.spec_keys)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,17 +96,10 @@ def load_spec(path: str | Path, overrides: list[str] = (), num_samples: int | No
 
 
 def check_name(name: Any, where: str) -> None:
-    """The sweep name is a folder under --storage and the MLflow experiment name: one plain path component
-    (not empty, `.` or `..`, no `/` or `\\`, no control character such as NUL, not starting with `-`), so the
-    run folder cannot land outside --storage nor be read as a flag."""
-    ok = isinstance(name, str) and name.strip() not in ("", ".", "..")
-    if ok:
-        stripped = name.strip()
-        ok = (not any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in stripped)
-              and not stripped.startswith("-") and len(stripped.encode("utf-8")) <= 200)
-    if not ok:
-        raise UserError(f"{where}: expected a sweep name that is one plain folder name (not '.' or '..', no '/', "
-                        f"'\\' or control characters, not starting with '-', at most 200 bytes), got {name!r}")
+    """The sweep name (a folder under --storage, see spec_keys._plain_name), from the file or --name."""
+    chk = SPEC_KEY_BY_NAME["name"].check
+    if not chk.test(name):
+        raise UserError(f"{where}: expected {chk.expected}, got {name!r}")
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -219,44 +164,44 @@ def _set_in(raw: dict[str, Any], block: str, key: str, value: Any) -> None:
 
 
 def build_spec(raw: dict[str, Any], where: str) -> SweepSpec:
-    for key in raw:
-        if key not in TOP_KEYS:
-            raise UserError(f"{where}: {key}: unknown key (expected one of: {', '.join(TOP_KEYS)})")
-    name = raw.get("name")
-    check_name(name, f"{where}: name")
-    trainable = raw.get("trainable", "classifier")
-    if trainable not in TRAINABLES:
-        raise UserError(f"{where}: trainable: expected one of: {', '.join(TRAINABLES)}, got {trainable!r}")
-    mode = raw.get("mode", "max")
-    if mode not in ("max", "min"):
-        raise UserError(f"{where}: mode: expected max or min, got {mode!r}")
-    metric = raw.get("metric", "val/bal_acc")
-    if metric not in EPOCH_METRICS and not _is_class_metric(metric):
-        raise UserError(f"{where}: metric: expected a metric reported every epoch "
-                        f"({', '.join(EPOCH_METRICS)}, val/class_acc/cNNN), got {metric!r}")
-    num_samples = raw.get("num_samples", 1)
-    if not C._is_int(num_samples) or num_samples < 1:
-        raise UserError(f"{where}: num_samples: expected an integer ≥ 1, got {num_samples!r}")
-    desc = raw.get("description", "")
-    if not isinstance(desc, str):
-        raise UserError(f"{where}: description: expected text, got {type(desc).__name__}")
-
-    subs = {k: _sub_block(raw, k, where) for k in SUB_DEFAULTS}
-    cfg_raw = raw.get("config")
-    cfg = C.merge_config(cfg_raw, f"{where}: config")
-    space = _parse_space(raw.get("space"), where)
+    top = _block(raw, "", where)
+    subs = {k: _block(top[k], k, where) for k in SUB_DEFAULTS}
+    cfg = C.merge_config(top["config"], f"{where}: config")
+    space = _parse_space(top["space"], where)
     C.validate_config(cfg, f"{where}: config", tuned=set(space))
     _check_shadowed(cfg, space, where)
     _check_subs(subs, cfg, space, where)
-    generator = _generator_block(raw.get("generator"), subs["resources"], where,
+    generator = _generator_block(top["generator"], subs["resources"], where,
                                  has_nuisance=_has_nuisance(cfg, space))
-    spec = SweepSpec(name=name.strip(), trainable=trainable, metric=metric, mode=mode,
-                     num_samples=num_samples, config=cfg, space=space, description=desc,
+    spec = SweepSpec(name=top["name"].strip(), trainable=top["trainable"], metric=top["metric"], mode=top["mode"],
+                     num_samples=top["num_samples"], config=cfg, space=space, description=top["description"],
                      source=where, generator=generator, **subs)
     _check_space_sample(spec, where)
     _check_git(spec, where)
-    _check_oracle(spec, where)
     return spec
+
+
+def _block(block: Any, name: str, where: str) -> dict[str, Any]:
+    """One block of the file (name '': the file itself) against its declared keys (gitune.spec_keys): an
+    unknown key is an error, a missing one takes its default, every value must pass its key's check. A nested
+    block comes back as given, for its caller to parse (its values need rules of their own)."""
+    keys = children(name)
+    if block is None:
+        block = {}
+    if not isinstance(block, dict):
+        raise UserError(f"{where}: {name + ': ' if name else ''}expected a mapping with keys {', '.join(keys)}, "
+                        f"got {block!r}")
+    prefix = f"{name}." if name else ""
+    for k in block:
+        if k not in keys:
+            raise UserError(f"{where}: {prefix}{k}: unknown key (expected one of: {', '.join(keys)})")
+    out = {}
+    for k, key in keys.items():
+        value = copy.deepcopy(block.get(k, key.default))
+        if not key.check.test(value):
+            raise UserError(f"{where}: {key.name}: expected {key.check.expected}, got {value!r}")
+        out[k] = value
+    return out
 
 
 def _check_shadowed(cfg: dict[str, Any], space: dict[str, Any], where: str) -> None:
@@ -272,24 +217,17 @@ def _check_shadowed(cfg: dict[str, Any], space: dict[str, Any], where: str) -> N
 
 def _has_nuisance(cfg: dict[str, Any], space: dict[str, Any]) -> bool:
     """Whether the data carries a known nuisance T (a tuned one counts: _check_git rejects it later)."""
-    return any(v for v in cfg["data"]["nuisance"].values()) or any(k.startswith("data.nuisance.") for k in space)
+    return C.has_nuisance(cfg) or any(k.startswith("data.nuisance.") for k in space)
 
 
 def _generator_metric(out: dict[str, Any], has_nuisance: bool, w: str) -> None:
     """Fill metric and mode: by default the fidelity to the true nuisance when the data has one (else the
     style × content proxy); a metric given without a mode brings its own mode."""
-    metric = out["metric"]
-    if metric is None:
-        metric = "fid/nuisance_ed" if has_nuisance else "fid/style_x_content"
-    if not isinstance(metric, str) or metric not in GENERATOR_METRICS:
-        raise UserError(f"{w}.metric: expected one of: {', '.join(GENERATOR_METRICS)}, got {metric!r}")
+    metric = out["metric"] or ("fid/nuisance_ed" if has_nuisance else "fid/style_x_content")
     if metric in NUISANCE_METRICS and not has_nuisance:
         raise UserError(f"{w}.metric: {metric} compares the generator with the data's true nuisance, but "
                         f"config.data.nuisance sets none (use fid/style_x_content)")
-    mode = GENERATOR_METRICS[metric] if out["mode"] is None else out["mode"]
-    if mode not in ("max", "min"):
-        raise UserError(f"{w}.mode: expected max or min, got {mode!r}")
-    out["metric"], out["mode"] = metric, mode
+    out["metric"], out["mode"] = metric, out["mode"] or GENERATOR_METRICS[metric]
 
 
 def _generator_block(block: Any, resources: dict[str, Any], where: str,
@@ -298,58 +236,31 @@ def _generator_block(block: Any, resources: dict[str, Any], where: str,
     if block is None:
         return None
     w = f"{where}: generator"
-    if not isinstance(block, dict):
-        raise UserError(f"{w}: expected a mapping with keys {', '.join(GENERATOR_BLOCK)}")
-    for k in block:
-        if k not in GENERATOR_BLOCK:
-            raise UserError(f"{w}.{k}: unknown key (expected one of: {', '.join(GENERATOR_BLOCK)})")
-    out = copy.deepcopy(GENERATOR_BLOCK)
-    out.update(copy.deepcopy(block))
-    ckpt = out["checkpoint"]
-    if ckpt is not None and (not isinstance(ckpt, str) or not ckpt.strip()):
-        raise UserError(f"{w}.checkpoint: expected a path to generator.pt or runs:/<run_id>, got {ckpt!r}")
-    if not C._is_int(out["num_samples"]) or out["num_samples"] < 1:
-        raise UserError(f"{w}.num_samples: expected an integer ≥ 1, got {out['num_samples']!r}")
+    out = _block(block, "generator", where)
     _generator_metric(out, has_nuisance, w)
-    search = out["search"] if isinstance(out["search"], dict) else None
-    if search is None or set(search) - {"type", "seed"} or search.get("type", "random") not in SEARCHERS:
-        raise UserError(f"{w}.search: expected {{type: {'|'.join(SEARCHERS)}, seed: N}}, got {out['search']!r}")
-    out["search"] = {"type": search.get("type", "random"), "seed": search.get("seed", 0), "max_concurrent": None}
-    res = out["resources"]
-    if res is None:
-        res = dict(resources)
-    if not isinstance(res, dict) or set(res) - {"cpu", "gpu"}:
-        raise UserError(f"{w}.resources: expected {{cpu: N, gpu: N}}, got {res!r}")
-    out["resources"] = {**resources, **res}
+    out["search"] = {**_block(out["search"], "generator.search", where), "max_concurrent": None}
+    own = _block(out["resources"], "generator.resources", where)
+    out["resources"] = {k: resources[k] if v is None else v for k, v in own.items()}
     out["config"] = C.merge_generator_config(out["config"], f"{w}.config")
-    space_raw = out["space"]
-    if space_raw is not None and not isinstance(space_raw, dict):
-        raise UserError(f"{w}.space: expected a mapping of generator keys to distributions")
-    prefixed = {f"generator.{k}": v for k, v in (space_raw or {}).items()}
+    prefixed = {f"generator.{k}": v for k, v in (out["space"] or {}).items()}
     out["space"] = _parse_space(prefixed or None, where, groups=("generator",))
     for key, dist in out["space"].items():
         if out["search"]["type"] == "optuna" and "grid" in dist:
             raise UserError(f"{where}: space.{key}: Optuna cannot take 'grid'; use 'choice'")
-    _check_resources(out["resources"], f"{w}.resources")
     return out
 
 
-def _check_resources(res: dict[str, Any], w: str) -> None:
-    if not (C._is_num(res["cpu"]) and res["cpu"] > 0):
-        raise UserError(f"{w}.cpu: expected a number > 0, got {res['cpu']!r}")
-    if not (C._is_num(res["gpu"]) and 0 <= res["gpu"] <= 1):
-        raise UserError(f"{w}.gpu: expected 0, 1 or a fraction < 1 (packs trials on a GPU); a trial uses one "
-                        f"device, so more than 1 GPU per trial would sit idle, got {res['gpu']!r}")
+def _values(spec: SweepSpec, key: str) -> list[Any]:
+    """The fixed value of a key, or the values (bounds) its distribution can produce."""
+    return [C.get_dotted(spec.config, key)] if key not in spec.space else _values_or_bounds(spec.space[key], key)
 
 
 def _check_git(spec: SweepSpec, where: str) -> None:
-    """GIT needs a generator; a generator is trained on one data config, so data keys cannot be tuned."""
-    probs = ([spec.config["git"]["prob"]] if "git.prob" not in spec.space
-             else _values_or_bounds(spec.space["git.prob"], "git.prob"))
+    """GIT needs a generator and the oracle a nuisance (the trial checks the same rule on its sampled values);
+    a generator is trained on one data config, so data keys cannot be tuned."""
+    C.check_augmentation_sources(_values(spec, "git.prob"), _values(spec, "aug.oracle_prob"),
+                                 spec.generator is not None, _has_nuisance(spec.config, spec.space), where)
     if spec.generator is None:
-        if any(p > 0 for p in probs):
-            raise UserError(f"{where}: git.prob: values > 0 need a generator: add a `generator:` block "
-                            f"(a config to pretrain, or checkpoint: PATH)")
         return
     tuned_data = sorted(k for k in spec.space if k.startswith("data."))
     if tuned_data:
@@ -357,77 +268,29 @@ def _check_git(spec: SweepSpec, where: str) -> None:
                         f"keys cannot be tuned in a sweep with a `generator:` block; run one sweep per data config")
 
 
-def _check_oracle(spec: SweepSpec, where: str) -> None:
-    """The oracle applies the dataset's true nuisance, so it needs one."""
-    def values(key: str) -> list[Any]:
-        return [C.get_dotted(spec.config, key)] if key not in spec.space else _values_or_bounds(spec.space[key], key)
-
-    oracle = values("aug.oracle_prob")
-    if not any(p > 0 for p in oracle):
-        return
-    tuned_nuisance = any(k.startswith("data.nuisance.") for k in spec.space)
-    if not tuned_nuisance and not any(v for v in spec.config["data"]["nuisance"].values()):
-        raise UserError(f"{where}: aug.oracle_prob: values > 0 apply the dataset's true nuisance, but "
-                        f"config.data.nuisance sets none (expected e.g. data.nuisance: {{rotation: 180}})")
-
-
-def _is_class_metric(metric: Any) -> bool:
-    return isinstance(metric, str) and metric.startswith("val/class_acc/c") and metric[15:].isdigit()
-
-
-def _sub_block(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
-    block = raw.get(key) or {}
-    if not isinstance(block, dict):
-        raise UserError(f"{where}: {key}: expected a mapping with keys {', '.join(SUB_DEFAULTS[key])}")
-    out = dict(SUB_DEFAULTS[key])
-    for k, v in block.items():
-        if k not in out:
-            raise UserError(f"{where}: {key}.{k}: unknown key (expected one of: {', '.join(out)})")
-        out[k] = v
-    return out
-
-
 def _check_subs(subs: dict[str, dict[str, Any]], cfg: dict[str, Any], space: dict, where: str) -> None:
-    def need(ok: bool, key: str, expected: str, value: Any) -> None:
-        if not ok:
-            raise UserError(f"{where}: {key}: expected {expected}, got {value!r}")
-
+    """The rules between keys (the values passed their own checks in _block): ASHA's rungs within the epochs
+    a trial runs, and the distributions each searcher can take."""
     sch = subs["scheduler"]
-    need(sch["type"] in SCHEDULERS, "scheduler.type", "one of: " + ", ".join(SCHEDULERS), sch["type"])
     epochs = cfg["train"]["epochs"]
     if sch["max_t"] is None:
         sch["max_t"] = (epochs if "train.epochs" not in space
                         else max(_values_or_bounds(space["train.epochs"], "train.epochs")))
-    need(C._is_int(sch["max_t"]) and sch["max_t"] >= 1, "scheduler.max_t", "an integer ≥ 1", sch["max_t"])
-    need(C._is_int(sch["grace_period"]) and 1 <= sch["grace_period"] <= sch["max_t"],
-         "scheduler.grace_period", f"an integer from 1 to scheduler.max_t ({sch['max_t']})",
-         sch["grace_period"])
+    if sch["grace_period"] > sch["max_t"]:
+        raise UserError(f"{where}: scheduler.grace_period: expected an integer from 1 to scheduler.max_t "
+                        f"({sch['max_t']}), got {sch['grace_period']!r}")
     if "train.epochs" not in space and sch["max_t"] > epochs:
         # ASHA counts epochs: a shorter run (e.g. --set train.epochs=5) shrinks the rungs with it.
         sch["max_t"] = epochs
         sch["grace_period"] = min(sch["grace_period"], epochs)
-    need(C._is_num(sch["reduction_factor"]) and sch["reduction_factor"] > 1,
-         "scheduler.reduction_factor", "a number > 1", sch["reduction_factor"])
-
-    se = subs["search"]
-    need(se["type"] in SEARCHERS, "search.type", "one of: " + ", ".join(SEARCHERS), se["type"])
-    need(se["seed"] is None or (C._is_int(se["seed"]) and se["seed"] >= 0), "search.seed",
-         "a non-negative integer or null", se["seed"])
-    need(se["max_concurrent"] is None or (C._is_int(se["max_concurrent"]) and se["max_concurrent"] >= 1),
-         "search.max_concurrent", "an integer ≥ 1 or null", se["max_concurrent"])
+    search = subs["search"]["type"]
     for key, dist in space.items():
         kind = next(iter(dist))
-        if se["type"] == "optuna" and kind == "grid":
+        if search == "optuna" and kind == "grid":
             raise UserError(f"{where}: space.{key}: Optuna cannot take 'grid'; use 'choice' or search.type: grid")
-        if se["type"] == "grid" and kind not in ("grid", "choice"):
+        if search == "grid" and kind not in ("grid", "choice"):
             raise UserError(f"{where}: space.{key}: search.type grid needs finite values "
                             f"('grid' or 'choice'), got '{kind}'")
-
-    _check_resources(subs["resources"], f"{where}: resources")
-    nk = subs["checkpoint"]["num_to_keep"]
-    need(nk is None or (C._is_int(nk) and nk >= 1), "checkpoint.num_to_keep", "an integer ≥ 1 or null", nk)
-    mf = subs["failure"]["max_failures"]
-    need(C._is_int(mf) and mf >= -1, "failure.max_failures", "an integer ≥ 0 (or -1: retry forever)", mf)
 
 
 def _parse_space(space: Any, where: str, groups: tuple[str, ...] = C.GROUPS) -> dict[str, dict[str, list[Any]]]:
@@ -485,8 +348,7 @@ def _check_numeric(kind: str, args: list[Any], key: str, chk: C.Check, w: str) -
     if kind == "quniform" and chk.numeric == "int":
         low_value, high_value = _values_or_bounds({kind: args}, key)
         if low_value > high_value:
-            raise UserError(f"{w}.quniform: no multiple of q={args[2]} that Ray Tune samples lies in "
-                            f"[{lo}, {hi}]{' (q = 1 excludes high)' if args[2] == 1 else ''}")
+            raise UserError(f"{w}.quniform: no multiple of q={args[2]} lies in [{lo}, {hi}]")
     top = hi - 1 if kind == "randint" else hi
     for bound in (lo, top):
         value = int(bound) if chk.numeric == "int" else float(bound)
@@ -499,8 +361,8 @@ def _values_or_bounds(dist: dict[str, list[Any]], key: str | None = None) -> lis
     its raw arguments (a q-distribution's third argument is the step q, not a value).
 
     As param_space builds them with Ray Tune: randint [low, high) → high − 1; q-distributions ([low, high, q])
-    sample the multiples of q between the bounds (for an integer key, q = 1 excludes high, as Ray's qrandint
-    does). Given the key, an integer key's values come back as ints.
+    sample the multiples of q between the bounds, both included. Given the key, an integer key's values come
+    back as ints.
     """
     kind, args = next(iter(dist.items()))
     if kind in ("choice", "grid"):
@@ -513,8 +375,6 @@ def _values_or_bounds(dist: dict[str, list[Any]], key: str | None = None) -> lis
     elif kind.startswith("q") and len(args) == 3:
         q = args[2]
         lo, hi = _on_grid(lo, q, math.ceil), _on_grid(hi, q, math.floor)
-        if is_int and q == 1:
-            hi -= 1
     return [int(lo), int(hi)] if is_int else [lo, hi]
 
 
@@ -547,7 +407,7 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
         elif kind == "loguniform":
             d = tune.loguniform(*args)
         elif kind == "quniform":
-            d = tune.qrandint(int(args[0]), int(args[1]), int(args[2])) if is_int else tune.quniform(*args)
+            d = _int_steps(*_values_or_bounds(dist, key), int(args[2])) if is_int else tune.quniform(*args)
         elif kind == "randint":
             d = tune.randint(*args)
         elif kind == "choice":
@@ -558,6 +418,14 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
             d = tune.grid_search(args)
         C.set_dotted(out, key, d)
     return out
+
+
+def _int_steps(lo: int, hi: int, q: int):
+    """The multiples of q in [lo, hi], both ends sampled: Ray's qrandint excludes its upper bound when q = 1
+    (only then), so q = 1 is randint over [lo, hi + 1)."""
+    from ray import tune
+
+    return tune.randint(lo, hi + 1) if q == 1 else tune.qrandint(lo, hi, q)
 
 
 def search_algorithm(spec: SweepSpec):

@@ -16,6 +16,7 @@ from typing import Any
 
 from gitune.config_doc import PrintSchema
 from gitune.errors import CliParser, UserError, run_cli
+from gitune.redact import redact
 from gitune.spaces import SweepSpec, _values_or_bounds, describe, load_spec
 
 SUMMARY_KEYS = ("val/bal_acc", "val/acc", "val/acc_many", "val/acc_medium", "val/acc_few", "inv/ekld_many",
@@ -90,10 +91,23 @@ def check_data_paths(spec: SweepSpec) -> None:
                             f"(data.name imagefolder reads path/<class>/<images>)")
 
 
-def preflight_data(spec: SweepSpec) -> None:
+def driver_dataset(data_cfg: dict[str, Any], built: dict[str, Any]):
+    """The dataset of `data_cfg`, built on the driver at most once per distinct config (memo `built`, which
+    the preflight checks of one run share): building can decode every image or render every glyph."""
+    import json
+
+    from gitune.data.dataset import build_dataset
+
+    key = json.dumps(data_cfg, sort_keys=True, default=str)
+    if key not in built:
+        built[key] = build_dataset(data_cfg)
+    return built[key]
+
+
+def preflight_data(spec: SweepSpec, built: dict[str, Any] | None = None) -> None:
     """Open the data sources every trial will read (cheap checks), so bad files fail here, not in trials."""
     from gitune.config import set_dotted
-    from gitune.data.sources import check_source
+    from gitune.data.sources import check_source, load_source
 
     variants = [spec.config]
     for key in ("data.name", "data.path", "data.root", "data.dataset", "data.subset"):
@@ -104,16 +118,16 @@ def preflight_data(spec: SweepSpec) -> None:
                 set_dotted(cfg, key, v)
                 absolutize_paths(cfg)
                 variants.append(cfg)
+    built = {} if built is None else built
     for cfg in variants:
         check_source(cfg["data"])
-        if cfg["data"]["name"] == "imagefolder":
-            from gitune.data.sources import load_source
-
-            load_source(cfg["data"])  # decode every image once: an unreadable file fails here, not in each trial
-        if cfg["data"].get("nuisance_rank") is not None and "data.nuisance_rank" not in spec.space:
-            from gitune.data.dataset import build_dataset
-
-            build_dataset(cfg["data"])  # the rank must name a class; the class count is known once built
+        # Building decodes every image (an unreadable file fails here, not in each trial) and checks that
+        # nuisance_rank names a class (known once built); a rank the space replaces is not checked.
+        imagefolder = cfg["data"]["name"] == "imagefolder"
+        if "data.nuisance_rank" not in spec.space and (imagefolder or cfg["data"].get("nuisance_rank") is not None):
+            driver_dataset(cfg["data"], built)
+        elif imagefolder:
+            load_source(cfg["data"])
 
 
 def preflight_layer(spec: SweepSpec) -> None:
@@ -132,11 +146,14 @@ def preflight_layer(spec: SweepSpec) -> None:
 
 def latest_run_dir(root: str, name: str) -> str | None:
     """The newest run folder of this sweep that Tune saved an experiment state in (either stage)."""
+    from ray import tune
+
     from gitune import storage
+    from gitune.pretrain import GENERATOR_STAGE
 
     base = f"{root}/{name}"
     for run in sorted(storage.subfolders(base), reverse=True):
-        if any(storage.is_file(f"{base}/{run}/{f}") for f in ("tuner.pkl", "generator/tuner.pkl")):
+        if any(tune.Tuner.can_restore(d) for d in (f"{base}/{run}", f"{base}/{run}/{GENERATOR_STAGE}")):
             return f"{base}/{run}"
     return None
 
@@ -158,25 +175,14 @@ def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.space, args.overrides, args.num_samples, args.name)
     if args.dry_run:
         check_data_paths(spec)
-        print(describe(spec), end="")
+        print(redact(describe(spec)), end="")
         print(f"# valid: {len(spec.space)} tuned key(s), {spec.num_samples} sample(s); data paths exist, their "
               f"contents are checked when the sweep starts")
         return 0
     if args.num_samples is not None and args.num_samples < 1:
         raise UserError(f"--num-samples: expected an integer ≥ 1, got {args.num_samples}")
     absolutize_paths(spec.config)
-    preflight_data(spec)
-    preflight_layer(spec)
-
-    from gitune import pretrain, tracking
-    from gitune.generator_file import check_payload
-
-    uri = tracking.resolve_uri(args.tracking_uri)
-    tracking.check_reachable(uri)
-    image_shape = preflight_git(spec)
-    given = pretrain.load_given(spec, uri)
-    if given is not None:
-        check_payload(given, image_shape, f"{spec.source}: generator.checkpoint")
+    uri, image_shape, given = preflight(spec, args.tracking_uri)
     root = storage_root(args.storage)
     if args.resume:
         run_dir = latest_run_dir(root, spec.name)
@@ -187,6 +193,26 @@ def run(args: argparse.Namespace) -> int:
     with _ray(args):
         check_shared_storage(args, root)
         return _run_in_ray(args, spec, uri, root, run_dir, image_shape, given)
+
+
+def preflight(spec: SweepSpec,
+              tracking_uri: str | None) -> tuple[str, tuple[int, ...] | None, dict[str, Any] | None]:
+    """The checks of the data, model, tracking store and generator, in that order; returns (tracking URI, image
+    shape, given generator). The driver builds each data config's dataset at most once, here, and lets it go
+    before the sweep starts."""
+    from gitune import pretrain, tracking
+    from gitune.generator_file import check_payload
+
+    built: dict[str, Any] = {}
+    preflight_data(spec, built)
+    preflight_layer(spec)
+    uri = tracking.resolve_uri(tracking_uri)
+    tracking.check_reachable(uri)
+    image_shape = preflight_git(spec, built)
+    given = pretrain.load_given(spec, uri)
+    if given is not None:
+        check_payload(given, image_shape, f"{spec.source}: generator.checkpoint")
+    return uri, image_shape, given
 
 
 def check_shared_storage(args: argparse.Namespace, root: str) -> None:
@@ -209,11 +235,11 @@ def _run_in_ray(args: argparse.Namespace, spec: SweepSpec, uri: str, root: str, 
 
     ctx = tracking.start_sweep(spec.name, uri, run_dir, describe(spec), Path(args.space),
                                _sweep_params(spec), args.resume)
-    print(f"gitune: sweep '{spec.name}': results and checkpoints in {run_dir}")
+    print(f"gitune: sweep '{spec.name}': results and checkpoints in {redact(run_dir)}")
     print(f"gitune: MLflow experiment '{spec.name}' (id {ctx.experiment_id}), parent run {ctx.parent_run_id}, "
-          f"tracking URI {uri}")
+          f"tracking URI {redact(uri)}")
     if uri.startswith("sqlite:///"):
-        print(f"gitune: watch it with: mlflow ui --backend-store-uri {uri}")
+        print(f"gitune: watch it with: mlflow ui --backend-store-uri {redact(uri)}")
     status = "FAILED"
     summary: dict[str, Any] = {}
     try:
@@ -222,7 +248,7 @@ def _run_in_ray(args: argparse.Namespace, spec: SweepSpec, uri: str, root: str, 
             generator = pretrain.prepare_generator(spec, root, run_dir, ctx, args.resume, image_shape,
                                                    interrupted, given)
         check_packing(spec, generator)
-        results = _fit(spec, ctx, run_dir, args, generator)
+        results = _fit(spec, ctx, run_dir, args.resume, generator)
         if interrupted(results):
             raise KeyboardInterrupt
         summary = _print_best(spec, results)
@@ -235,7 +261,7 @@ def _run_in_ray(args: argparse.Namespace, spec: SweepSpec, uri: str, root: str, 
         return 1
     except KeyboardInterrupt:
         status = "KILLED"
-        print(f"gitune: interrupted; continue with: {_resume_command(args)}", file=sys.stderr)
+        print(f"gitune: interrupted; continue with: {redact(_resume_command(args))}", file=sys.stderr)
         return 130
     finally:
         tracking.end_sweep(ctx, status, summary)
@@ -316,17 +342,16 @@ def check_address(address: str) -> None:
                         f"({e.strerror or e})") from None
 
 
-def preflight_git(spec: SweepSpec) -> tuple[int, ...] | None:
+def preflight_git(spec: SweepSpec, built: dict[str, Any] | None = None) -> tuple[int, ...] | None:
     """With a generator, build the dataset once on the driver: its image shape must match the generator's,
     and `git.class_threshold` must leave some class to augment. Returns the image shape (C, H, W)."""
     if spec.generator is None:
         return None
-    from gitune.data.dataset import build_dataset
     from gitune.models.munit import munit_check
     from gitune.trainables.generator import arch_of
     from gitune.training.git import keep_probabilities
 
-    data = build_dataset(spec.config["data"])
+    data = driver_dataset(spec.config["data"], {} if built is None else built)
     if not spec.generator["checkpoint"]:
         sizes = [spec.generator["config"]]
         for key, dist in spec.generator["space"].items():
@@ -348,70 +373,31 @@ def preflight_git(spec: SweepSpec) -> tuple[int, ...] | None:
     return tuple(data.image_shape)
 
 
-def _fit(spec: SweepSpec, ctx, run_dir: str, args: argparse.Namespace, generator: dict[str, Any] | None = None):
+def _fit(spec: SweepSpec, ctx, run_dir: str, resume: bool, generator: dict[str, Any] | None = None):
+    """The classifier stage: every trial gets the generator payload and measures invariance at ASHA's rungs."""
     from ray import tune
 
-    from gitune import storage
-    from gitune.spaces import param_space, search_algorithm
+    from gitune.stage import run_stage
     from gitune.trainables.classifier import train_classifier
-    from gitune.tracking import trial_status_callback
 
     trainable = tune.with_parameters(train_classifier, tracking=ctx, invariance_epochs=asha_rungs(spec),
                                      generator=generator)
-    res = spec.resources
-    trainable = tune.with_resources(trainable, {"cpu": res["cpu"], "gpu": res["gpu"]})
-    scheduler = _scheduler(spec)
-    parent, name = run_dir.rsplit("/", 1)
-    reporter = tune.CLIReporter(
-        metric_columns={"epoch": "epoch", spec.metric: spec.metric, "val/acc_few": "few",
-                        "val/acc_many": "many", "train/loss": "loss"},
-        parameter_columns=[k.replace(".", "/") for k in spec.space], max_report_frequency=15,
-        sort_by_metric=True)
-    run_config = tune.RunConfig(
-        name=name, storage_path=parent,
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint["num_to_keep"]),
-        failure_config=tune.FailureConfig(max_failures=spec.failure["max_failures"]),
-        callbacks=[trial_status_callback(ctx, spec.scheduler["type"])],
-        progress_reporter=reporter, verbose=1)
-    if args.resume and storage.is_file(f"{run_dir}/tuner.pkl"):
-        try:
-            tuner = tune.Tuner.restore(run_dir, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                       param_space=param_space(spec))
-        except ValueError as e:
-            if "param_space" not in str(e):
-                raise
-            raise UserError(f"--resume: {run_dir}: the resolved config keys differ from the interrupted run's "
-                            f"(space file or gitune version changed); resume with the same ones, or start a "
-                            f"new run without --resume") from None
-    else:
-        tuner = tune.Tuner(
-            trainable, param_space=param_space(spec), run_config=run_config,
-            tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
-                                        scheduler=scheduler, search_alg=search_algorithm(spec)))
-    return tuner.fit()
-
-
-def _scheduler(spec: SweepSpec):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    s = spec.scheduler
-    if s["type"] == "fifo":
-        return FIFOScheduler()
-    return ASHAScheduler(time_attr="epoch", max_t=s["max_t"], grace_period=s["grace_period"],
-                         reduction_factor=s["reduction_factor"])
+    columns = {"epoch": "epoch", spec.metric: spec.metric, "val/acc_few": "few", "val/acc_many": "many",
+               "train/loss": "loss"}
+    return run_stage(spec, trainable, run_dir, ctx, resume, columns, sort_by_metric=True)
 
 
 def _print_best(spec: SweepSpec, results) -> dict[str, Any]:
     """The best trial by its last reported metric, with its tuned config and tail metrics."""
+    from gitune.stage import best_result
+
     errors = len(results.errors)
     total = len(results)
-    ok = [r for r in results if r.error is None and isinstance((r.metrics or {}).get(spec.metric), (int, float))]
-    if not ok:
+    best = best_result(results, spec.metric, spec.mode)
+    if best is None:
         print(f"gitune: no trial reported {spec.metric} ({errors} of {total} errored)", file=sys.stderr)
         return {"trials": total, "errored": errors}
-    sign = 1 if spec.mode == "max" else -1
-    best = max(ok, key=lambda r: sign * r.metrics[spec.metric])
-    m = best.metrics or {}
+    m = best.metrics
     tuned = {}
     from gitune.config import get_dotted
 

@@ -10,11 +10,14 @@ import pytest
 from gitune import config as C
 from gitune import config_doc as D
 from gitune import spaces as S
+from gitune import spec_keys as SK
+from gitune.errors import UserError
 from gitune.munit_defaults import MUNIT_DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE_FILES = sorted(ROOT.glob("search_spaces/*.yaml")) + sorted(
-    p for p in ROOT.glob("sweeps/*.yaml") if p.name not in ("cluster.yaml", "rayjob.yaml"))  # ray up / KubeRay
+    p for p in ROOT.glob("sweeps/*.yaml")
+    if p.name not in ("cluster.yaml", "rayjob.yaml", "mlflow.yaml"))  # ray up / KubeRay / its MLflow server
 
 
 def test_each_key_declared_once_with_default_check_and_doc():
@@ -34,6 +37,50 @@ def test_each_key_declared_once_with_default_check_and_doc():
         assert C.schema()[k.name] is k.check
         tree, key = (C.GENERATOR_DEFAULTS, k.name[10:]) if k.group == "generator" else (C.DEFAULTS, k.name)
         assert C.get_dotted(tree, key) == k.default
+
+
+def test_each_spec_key_declared_once_with_default_check_and_doc():
+    names = [k.name for k in SK.SPEC_KEYS]
+    assert len(names) == len(set(names))
+    for k in SK.SPEC_KEYS:
+        assert isinstance(k.check, C.Check) and k.doc.strip() and "\n" not in k.doc, k.name
+        assert k.check.test(k.default) == (k.name not in SK.REQUIRED), f"{k.name}: default {k.default!r}"
+        assert k.name.rpartition(".")[0] in ("", *names), f"{k.name}: its block is not declared"
+    # Derived: the top-level keys, the blocks' defaults, what a file with only a name resolves to.
+    assert list(S.TOP_KEYS) == [n for n in names if "." not in n] and S.TOP_KEYS is SK.TOP_KEYS
+    assert SK.SUB_DEFAULTS["search"] == {"type": "random", "seed": 0, "max_concurrent": None}
+    spec = S.build_spec({"name": "x", "generator": {}}, "x.yaml")
+    for block, defaults in SK.SUB_DEFAULTS.items():
+        resolved = {"max_t": C.DEFAULTS["train"]["epochs"]} if block == "scheduler" else {}
+        assert getattr(spec, block) == {**defaults, **resolved}, block
+    assert spec.generator["search"] == {**SK.GENERATOR_BLOCK["search"], "max_concurrent": None}
+    assert spec.generator["resources"] == spec.resources  # null: the classifier trials' resources
+
+
+HOLD_TRIAL_KEYS = ("config", "space", "generator.config", "generator.space")
+LEAF_SPEC_KEYS = [k.name for k in SK.SPEC_KEYS if not SK.children(k.name) and k.name not in HOLD_TRIAL_KEYS]
+
+
+@pytest.mark.parametrize("key", LEAF_SPEC_KEYS)
+def test_each_spec_key_is_checked_by_its_declaration(key):
+    raw = {"name": "x"}
+    C.set_dotted(raw, key, ["not", "valid"])  # fails every leaf check
+    with pytest.raises(UserError) as e:
+        S.build_spec(raw, "x.yaml")
+    assert str(e.value) == f"x.yaml: {key}: expected {SK.SPEC_KEY_BY_NAME[key].check.expected}, got ['not', 'valid']"
+
+
+def test_spec_key_schema_comes_from_the_checks():
+    props = D.space_schema()["properties"]
+    assert props["scheduler"]["properties"]["type"]["enum"] == list(SK.SCHEDULERS)
+    assert props["generator"]["properties"]["search"]["properties"]["type"]["enum"] == list(SK.SEARCHERS)
+    for k in SK.SPEC_KEYS:
+        node = props
+        for part in k.name.split("."):
+            node = node[part] if node is props else node["properties"][part]
+        assert node["description"] == k.doc
+        if k.name in LEAF_SPEC_KEYS:
+            assert all(node[f] == v for f, v in k.check.json.items()), k.name
 
 
 def test_defaults_are_copies_not_the_declarations():
@@ -75,6 +122,8 @@ def test_config_md_lists_every_key():
     for k in C.KEYS:
         name = k.name[10:] if k.group == "generator" else k.name
         assert f"| `{name}` |" in text
+    for k in SK.SPEC_KEYS:
+        assert f"| `{k.name}` |" in text
 
 
 def test_space_files_name_the_schema():

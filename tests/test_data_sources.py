@@ -43,8 +43,8 @@ def test_npz_grayscale_and_colour(tmp_path):
     assert torch.equal(raw.train_images[5].permute(1, 2, 0), torch.from_numpy(c["images"][5]))
     assert raw.class_names == ["cat", "dog", "eel"] and raw.natural is True
     assert raw.test_labels.tolist() == [0, 1, 2, 2] and raw.test_labels.dtype == torch.int64
-    raw = load_source(data_cfg(path=_write(tmp_path, "c.npz", **c), channels=1, image_size=4, natural=False))
-    assert raw.train_images.shape == (12, 1, 4, 4) and raw.test_images.shape == (4, 1, 4, 4)
+    raw = load_source(data_cfg(path=_write(tmp_path, "c.npz", **c), channels=1, image_size=16, natural=False))
+    assert raw.train_images.shape == (12, 1, 16, 16) and raw.test_images.shape == (4, 1, 16, 16)
     assert raw.natural is False
 
 
@@ -116,8 +116,8 @@ def test_imagefolder_train_test_layout(tmp_path):
     assert raw.train_images.shape == (6, 3, 5, 6) and raw.train_labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert raw.train_images[0, :, 0, 0].tolist() == [255, 0, 0]
     assert raw.test_images.shape == (2, 3, 5, 6) and raw.natural is True
-    raw = load_source(data_cfg(name="imagefolder", path=str(tmp_path), channels=1, image_size=4))
-    assert raw.train_images.shape == (6, 1, 4, 4) and raw.natural is False
+    raw = load_source(data_cfg(name="imagefolder", path=str(tmp_path), channels=1, image_size=16))
+    assert raw.train_images.shape == (6, 1, 16, 16) and raw.natural is False
     check_source(data_cfg(name="imagefolder", path=str(tmp_path)))
 
 
@@ -139,7 +139,7 @@ def test_imagefolder_flat_layout_and_errors(tmp_path):
     _png(str(tmp_path / "z" / "big.png"), size=(9, 9))
     with pytest.raises(UserError, match=r"big\.png: image is 9×9 but .* is 6×5"):
         load_source(data_cfg(name="imagefolder", path=str(tmp_path)))
-    assert load_source(data_cfg(name="imagefolder", path=str(tmp_path), image_size=8)).train_images.shape[0] == 5
+    assert load_source(data_cfg(name="imagefolder", path=str(tmp_path), image_size=16)).train_images.shape[0] == 5
     with pytest.raises(UserError, match="folder not found"):
         check_source(data_cfg(name="imagefolder", path=str(tmp_path / "missing")))
     empty = tmp_path / "empty"

@@ -138,7 +138,7 @@ def test_values_or_bounds_of_q_distributions():
 
     assert _values_or_bounds({"quniform": [100, 1000, 50]}, "git.class_threshold") == [100, 1000]
     assert _values_or_bounds({"quniform": [10, 100, 50]}, "git.class_threshold") == [50, 100]  # multiples of q
-    assert _values_or_bounds({"quniform": [1, 3, 1]}, "train.seed") == [1, 2]  # Ray's qrandint: q = 1 excludes high
+    assert _values_or_bounds({"quniform": [1, 3, 1]}, "train.seed") == [1, 3]  # high is sampled (bug 9c)
     assert _values_or_bounds({"quniform": [0.1, 0.3, 0.1]}, "optim.lr") == [0.1, 0.3]
     assert _values_or_bounds({"randint": [0, 5]}) == [0, 4]
     assert _values_or_bounds({"choice": [2, 7]}) == [2, 7]
@@ -230,3 +230,86 @@ def test_resume_command_keeps_a_tuned_set_value_whole():
     assert words[words.index("--set") + 1] == "space.train.seed={grid: [0, 1]}"
     assert words[words.index("--space") + 1] == "my space.yaml"
     assert words[words.index("--storage") + 1] == "/tmp/a b"
+
+
+# --------------------------------------------------------------------------- 6. issue 13, one typed configuration layer
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 0.9999, 0.99999999, 1.0, 1.5])
+def test_beta_check_agrees_with_the_rule(beta):
+    """a. Every β the config check accepts, the rule computes weights for (β = 1 passed the check, then divided
+    by zero in the trial); β = 1 is refused by both: β = (N−1)/N for a finite N (Cui et al. 2019)."""
+    from gitune.config import schema
+    from gitune.errors import UserError
+    from gitune.training.rules import effective_number_weights
+
+    accepted = schema()["train.beta"].test(beta)
+    try:
+        effective_number_weights([100, 10, 1], beta)
+        computed = True
+    except UserError:
+        computed = False
+    assert accepted == computed == (beta < 1.0)
+
+
+def test_beta_one_is_refused_before_the_trial(tmp_path, monkeypatch, capsys):
+    rc, _, err = _run(tmp_path, monkeypatch, capsys, GOOD.replace("train: {epochs: 3}",
+                                                                  "train: {epochs: 3, rule: reweight, beta: 1.0}"),
+                      "--dry-run")
+    _one_line_error(rc, err, "space.yaml", "config.train.beta", "< 1")
+
+
+def test_tuned_data_path_satisfies_the_path_rule(tmp_path, monkeypatch, capsys):
+    """b. data.name npz fixed with only data.path tuned: the tuned values give the path (the fixed
+    data.path was demanded before)."""
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    for p in (a, b):
+        p.write_text("not read by --dry-run")
+    text = GOOD.replace(GLYPHS, "  data: {name: npz}\n") + f"  data.path: {{choice: ['{a}', '{b}']}}\n"
+    rc, out, err = _run(tmp_path, monkeypatch, capsys, text, "--dry-run")
+    assert rc == 0, err
+    assert _resolved(out)["space"]["data.path"] == {"choice": [str(a), str(b)]}
+    rc, _, err = _run(tmp_path, monkeypatch, capsys, text.replace(f"'{b}'", "null"), "--dry-run")
+    _one_line_error(rc, err, "space.data.path=None", "data.path: required when data.name is npz")  # no path
+
+
+@pytest.mark.parametrize("key, dist, values", [
+    ("train.seed", [0, 2, 1], {0, 1, 2}),
+    ("git.class_threshold", [100, 200, 50], {100, 150, 200}),
+    ("train.seed", [0, 4.5, 2], {0, 2, 4}),
+])
+def test_integer_quniform_samples_both_bounds(key, dist, values, tmp_path):
+    """c. An integer quniform [a, b, q] samples every multiple of q in [a, b], b included (q = 1 went through
+    Ray's qrandint, which excludes b for q = 1 only)."""
+    from gitune import spaces
+    from gitune.config import get_dotted
+
+    raw = yaml.safe_load(GOOD)
+    raw["space"][key] = {"quniform": dist}
+    spec = spaces.build_spec(raw, "space.yaml")
+    domain = get_dotted(spaces.param_space(spec), key)
+    assert set(domain.sample(size=400, random_state=0)) == values
+    assert spaces._values_or_bounds(spec.space[key], key) == [min(values), max(values)]
+
+
+@pytest.mark.parametrize("change, needle", [({"git": {"prob": 0.5}}, "git.prob"),
+                                            ({"aug": {"oracle_prob": 0.5}}, "aug.oracle_prob")])
+def test_spec_and_trial_refuse_with_one_rule(change, needle, tmp_path):
+    """2. GIT without a generator and the oracle without a nuisance: the spec parser and the trial call one
+    function, so they refuse the same config with the same words."""
+    import torch
+
+    from gitune import spaces
+    from gitune.config import merge_config
+    from gitune.errors import UserError
+    from gitune.trainables.classifier import build_trial
+
+    raw = yaml.safe_load(GOOD)
+    for group, values in change.items():
+        raw["config"].setdefault(group, {}).update(values)
+    with pytest.raises(UserError) as spec_error:
+        spaces.build_spec(raw, "space.yaml")
+    with pytest.raises(UserError) as trial_error:
+        build_trial(merge_config(raw["config"], "config"), torch.device("cpu"), None)
+    assert str(spec_error.value) == f"space.yaml: {trial_error.value}"
+    assert str(trial_error.value).startswith(needle)

@@ -16,9 +16,10 @@ from gitune.data.augment import to_float
 from gitune.data.nuisances import apply_nuisance, validate_nuisance
 from gitune.data.profiles import class_counts as profile_counts
 from gitune.data.raw import RawData
-from gitune.data.sources import load_source, validate_data_config
+from gitune.data.sources import validate_data_config
 from gitune.data.synthetic import make_glyphs
 from gitune.errors import UserError
+from gitune.registry import resolve
 
 # Independent seed streams derived from data.seed / data.instance.
 _TEST_STREAM, _VAL_STREAM, _NUISANCE_STREAM, _RANK_STREAM = 0x7E57, 0x0A1, 0x9015E, 0x2A4C
@@ -145,7 +146,9 @@ def _finish(splits: list[tuple[Split, Split]], num_classes: int, names: list[str
                         clean_train, clean_val, clean_test, classes)
 
 
-def _build_glyphs(cfg: dict, spec: dict) -> LongTailData:
+def build_glyphs(cfg: dict) -> LongTailData:
+    """The `glyphs` source (gitune.registry.SOURCES): renders its own splits, the nuisance while rendering."""
+    spec = validate_nuisance(cfg.get("nuisance"))
     c = int(cfg.get("num_classes") or 10)
     size = int(cfg.get("image_size") or 28)
     ch = int(cfg.get("channels") or 1)
@@ -215,7 +218,8 @@ def _split_indices(raw: RawData, cfg: dict) -> tuple[list[np.ndarray], list[np.n
 
 
 def build_dataset(cfg: dict) -> LongTailData:
-    """Build the long-tailed splits described by the `data` config group.
+    """Build the long-tailed splits described by the `data` config group (validated once, here; the source is
+    gitune.registry.SOURCES[data.name]).
 
     - Train: class c keeps its first n_c images in source order, n_c from the profile (zipf: class-to-rank
       order seeded by `instance`), capped at what the class has.
@@ -231,10 +235,15 @@ def build_dataset(cfg: dict) -> LongTailData:
       the invariance T.
     """
     validate_data_config(cfg)
+    loaded = resolve("source", cfg["name"])(cfg)
+    if isinstance(loaded, LongTailData):  # the source rendered its own splits (glyphs)
+        return loaded
+    return _long_tail(loaded, cfg)
+
+
+def _long_tail(raw: RawData, cfg: dict) -> LongTailData:
+    """A raw source's images (in source order) cut into the long-tailed splits build_dataset describes."""
     spec = validate_nuisance(cfg.get("nuisance"))
-    if cfg["name"] == "glyphs":
-        return _build_glyphs(cfg, spec)
-    raw = load_source(cfg)
     seed = int(cfg.get("seed", 0))
     classes = transformed_classes(cfg, spec, raw.num_classes)
     train_idx, val_idx, test_idx = _split_indices(raw, cfg)

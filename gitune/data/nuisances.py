@@ -13,10 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gitune.config import KEY_BY_NAME
 from gitune.data.augment import shift
 from gitune.errors import UserError
 
-NUISANCES = ("rotation", "background", "stroke", "translate")
+# The nuisances and their bounds are the data.nuisance.* Key declarations of gitune.config (one source of truth
+# for the spec checks and for the data layer).
+_PREFIX = "data.nuisance."
+NUISANCES = tuple(name[len(_PREFIX):] for name in KEY_BY_NAME if name.startswith(_PREFIX))
 
 # Stroke nuisance (K49-LT): dilate with p=0.6 (square side U{2,3,4}), else erode (side U{1,2}).
 _DILATE_P = 0.6
@@ -25,7 +29,8 @@ _ERODE_SIDES = (1, 2)
 
 
 def validate_nuisance(spec, key_prefix: str = "data.nuisance") -> dict:
-    """Check a nuisance spec; return only its enabled entries (empty dict = no nuisance)."""
+    """Check a nuisance spec against the data.nuisance.* Keys; return only its enabled entries (empty dict =
+    no nuisance), typed as declared (rotation float, background / translate int, stroke True)."""
     if spec is None:
         return {}
     if not isinstance(spec, Mapping):
@@ -35,25 +40,11 @@ def validate_nuisance(spec, key_prefix: str = "data.nuisance") -> dict:
         name = f"{key_prefix}.{key}"
         if key not in NUISANCES:
             raise UserError(f"{name}: unknown nuisance (expected keys among {', '.join(NUISANCES)})")
-        if value is None or value is False:
-            continue
-        if key == "stroke":
-            if not isinstance(value, bool):
-                raise UserError(f"{name}: {value!r}: expected true or false")
-            out[key] = True
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise UserError(f"{name}: {value!r}: expected a number")
-        if value < 0:
-            raise UserError(f"{name}: {value!r}: expected a value >= 0")
-        if key == "rotation" and value > 180:
-            raise UserError(f"{name}: {value!r}: expected a maximum angle in degrees within 0..180")
-        if key in ("background", "translate") and value != int(value):
-            raise UserError(f"{name}: {value!r}: expected a whole number")
-        if key == "background" and value > 255:
-            raise UserError(f"{name}: {value!r}: expected a maximum intensity within 0..255")
-        if value > 0:
-            out[key] = float(value) if key == "rotation" else int(value)
+        check = KEY_BY_NAME[_PREFIX + key].check
+        if not check.test(value):
+            raise UserError(f"{name}: expected {check.expected}, got {value!r}")
+        if value:  # 0 and false: this nuisance is off
+            out[key] = {"float": float, "int": int}.get(check.numeric, bool)(value)
     return out
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 
+from gitune.config import check_value
 from gitune.errors import UserError
-from gitune.registry import PROFILES  # the names config checks read
+from gitune.registry import PROFILES  # the names config checks read (re-exported)
 
 # Guards floor() against float error when the exact value is an integer (e.g. 4800 * 10**-2 = 48).
 _EPS = 1e-9
@@ -28,16 +29,13 @@ def class_counts(
     exp: n_max·ratio^(−i/(C−1)) (CIFAR-LT); step: half n_max, half n_max/ratio; zipf: n_max·k^(−alpha)
     floored at n_min (K49-LT); none: balanced. Values are floored like the reference code.
     """
-    if profile not in PROFILES:
-        raise UserError(f"data.profile: {profile!r} is not a profile (expected one of {', '.join(PROFILES)})")
+    for key, value in (("profile", profile), ("ratio", ratio), ("alpha", alpha), ("n_min", n_min)):
+        check_value(f"data.{key}", value, f"data.{key}", groups=("data",))  # the bounds of gitune.config.KEYS
+    # Counts, not config keys: the source's class count and (for custom data) its largest class.
     if int(num_classes) < 1:
         raise UserError(f"data.num_classes: {num_classes!r}: expected an integer >= 1")
     if int(n_max) < 1:
         raise UserError(f"data.n_max: {n_max!r}: expected an integer >= 1")
-    if not ratio >= 1.0:
-        raise UserError(f"data.ratio: {ratio!r}: expected a number >= 1")
-    if not alpha > 0.0:
-        raise UserError(f"data.alpha: {alpha!r}: expected a number > 0")
     c, n = int(num_classes), int(n_max)
     if profile == "none" or c == 1:
         return [n] * c

@@ -1,5 +1,6 @@
 """Raw dataset sources (CIFAR, npz, ImageFolder, torchvision datasets) loaded once into uint8 tensors, with
-one-line errors.
+one-line errors, and the one validator of the `data` config group. Sources are found by data.name through
+gitune.registry.SOURCES (loaders) and SOURCE_CHECKS (preflights).
 
 Every user mistake (missing file, malformed array, bad config value) becomes a UserError naming the config
 key and/or path and what was expected, so the CLI can report it before Ray starts.
@@ -7,7 +8,6 @@ key and/or path and what was expected, so the CLI can report it before Ray start
 
 from __future__ import annotations
 
-import math
 import os
 import tarfile
 import zipfile
@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gitune.config import check_data_rules, check_value
 from gitune.data.nuisances import validate_nuisance
-from gitune.data.profiles import PROFILES
-from gitune.data.raw import RawData, abspath, conform, is_int, one_line, pil_array
+from gitune.data.raw import RawData, abspath, conform, one_line, pil_array
 from gitune.errors import UserError
-from gitune.registry import DATASETS as SOURCES  # the names config checks read (torch-free)
+from gitune.registry import SOURCE_CHECKS, resolve
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -34,49 +34,18 @@ _CIFAR = {
 # ---------------------------------------------------------------------------------------------- config
 
 
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def validate_data_config(cfg: dict) -> None:
-    """Check the values of the `data` config group (cheap; no file access)."""
+    """The one check of the `data` config group (cheap; no file access): every key against its Key declaration
+    in gitune.config, the spec checks' source of truth, then the rules that span keys. build_dataset runs it
+    once per build; load_source and check_source run it for their direct callers."""
     if not isinstance(cfg, dict):
         raise UserError(f"data: expected a mapping of data settings, got {type(cfg).__name__}")
-    name = cfg.get("name")
-    if name not in SOURCES:
-        raise UserError(f"data.name: {name!r} is not a source (expected one of {', '.join(SOURCES)})")
-    if name in ("npz", "imagefolder") and not cfg.get("path"):
-        what = "an .npz file" if name == "npz" else "an image folder"
-        raise UserError(f"data.path: required when data.name is {name} (expected the path of {what})")
-    if name in _CIFAR and not cfg.get("root"):
-        raise UserError(f"data.root: required when data.name is {name} (expected a folder for the CIFAR files)")
-    if cfg.get("profile", "exp") not in PROFILES:
-        raise UserError(f"data.profile: {cfg.get('profile')!r} is not a profile (expected one of {', '.join(PROFILES)})")
-    checks = [
-        ("ratio", lambda v: _is_num(v) and v >= 1, "a number >= 1"),
-        ("alpha", lambda v: _is_num(v) and v > 0, "a number > 0"),
-        ("n_max", lambda v: v is None or (is_int(v) and v >= 1), "an integer >= 1 or null"),
-        ("n_min", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-        ("num_classes", lambda v: v is None or (is_int(v) and v >= 2), "an integer >= 2 or null"),
-        ("image_size", lambda v: v is None or (is_int(v) and v >= 1), "an integer >= 1 or null"),
-        ("channels", lambda v: v is None or (is_int(v) and v in (1, 3)), "1, 3 or null"),
-        ("val_per_class", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-        ("test_per_class", lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-        ("instance", is_int, "an integer"),
-        ("seed", is_int, "an integer"),
-        ("natural", lambda v: v is None or isinstance(v, bool), "true, false or null"),
-        ("download", lambda v: isinstance(v, bool), "true or false"),
-    ]
-    for key, ok, expected in checks:
-        if key in cfg and not ok(cfg[key]):
-            raise UserError(f"data.{key}: {cfg[key]!r}: expected {expected}")
-    if name == "glyphs" and cfg.get("image_size") is not None and cfg["image_size"] < 16:
-        raise UserError(f"data.image_size: {cfg['image_size']!r}: glyphs need an image size >= 16")
-    if name == "torchvision":
-        from gitune.data.torchvision_source import make_plan
-
-        make_plan(cfg)
-    validate_nuisance(cfg.get("nuisance"))
+    for key, value in {"name": None, **cfg}.items():  # data.name is required: it picks the source
+        if key == "nuisance":
+            validate_nuisance(value)
+        else:
+            check_value(f"data.{key}", value, f"data.{key}", groups=("data",))
+    check_data_rules(cfg)
 
 
 # ---------------------------------------------------------------------------------------------- CIFAR
@@ -114,7 +83,8 @@ def _extract_cifar_tarball(cfg: dict) -> None:
         raise UserError(f"data.root: {tar_path}: cannot extract ({one_line(err)}); expected the original archive")
 
 
-def _load_cifar(cfg: dict) -> RawData:
+def load_cifar(cfg: dict) -> RawData:
+    """CIFAR-10 / CIFAR-100 (data.name) from data.root, downloaded when allowed and missing."""
     from torchvision import datasets
 
     cls = datasets.CIFAR10 if cfg["name"] == "cifar10" else datasets.CIFAR100
@@ -241,7 +211,8 @@ def _default_natural(cfg: dict, channels: int) -> bool:
     return channels == 3 if nat is None else bool(nat)
 
 
-def _load_npz(cfg: dict) -> RawData:
+def load_npz(cfg: dict) -> RawData:
+    """The arrays of the .npz file at data.path."""
     images, labels, test_images, test_labels, names = _read_npz(cfg)
     k = int(labels.max()) + 1
 
@@ -328,7 +299,8 @@ def _read_images(files: list[str], cfg: dict, shape_ref: list) -> np.ndarray:
     return np.stack(out) if out else np.zeros((0, 1, 1, 1), np.uint8)
 
 
-def _load_imagefolder(cfg: dict) -> RawData:
+def load_imagefolder(cfg: dict) -> RawData:
+    """The image folder at data.path, decoded once."""
     train, test = _folder_layout(cfg)
     names = list(train)
     shape_ref: list = []
@@ -348,38 +320,37 @@ def _load_imagefolder(cfg: dict) -> RawData:
 
 
 def load_source(cfg: dict) -> RawData:
-    """Load the `data` config group's source into memory (glyphs are generated by build_dataset instead)."""
+    """Load the `data` config group's source into memory (for a source that renders its own splits, such as
+    glyphs, use gitune.data.dataset.build_dataset)."""
     validate_data_config(cfg)
-    name = cfg["name"]
-    if name in _CIFAR:
-        return _load_cifar(cfg)
-    if name == "npz":
-        return _load_npz(cfg)
-    if name == "imagefolder":
-        return _load_imagefolder(cfg)
-    if name == "torchvision":
-        from gitune.data.torchvision_source import load
-
-        return load(cfg)
-    raise ValueError("glyphs have no raw source: they are rendered by gitune.data.dataset.build_dataset")
+    raw = resolve("source", cfg["name"])(cfg)
+    if not isinstance(raw, RawData):
+        raise ValueError(f"{cfg['name']} has no raw source: it is built by gitune.data.dataset.build_dataset")
+    return raw
 
 
 def check_source(cfg: dict) -> None:
     """Cheap preflight before Ray starts: config values, and that the data is there and well formed."""
     validate_data_config(cfg)
-    name = cfg["name"]
-    if name in _CIFAR:
-        _extract_cifar_tarball(cfg)  # once here, not concurrently in every trial
-        if _cifar_files_present(cfg):
-            return
-        if not cfg.get("download", False):
-            raise _cifar_missing(cfg)
-        _load_cifar(cfg)  # downloads now, so that trials find the files
-    elif name == "npz":
-        _read_npz(cfg)
-    elif name == "imagefolder":
-        _folder_layout(cfg)
-    elif name == "torchvision":
-        from gitune.data.torchvision_source import check
+    if cfg["name"] in SOURCE_CHECKS:
+        resolve("source_check", cfg["name"])(cfg)
 
-        check(cfg)
+
+def check_cifar(cfg: dict) -> None:
+    """CIFAR files present (an archive in data.root is extracted), or downloaded now when allowed."""
+    _extract_cifar_tarball(cfg)  # once here, not concurrently in every trial
+    if _cifar_files_present(cfg):
+        return
+    if not cfg.get("download", False):
+        raise _cifar_missing(cfg)
+    load_cifar(cfg)  # downloads now, so that trials find the files
+
+
+def check_npz(cfg: dict) -> None:
+    """The .npz file opens and its arrays are well formed."""
+    _read_npz(cfg)
+
+
+def check_imagefolder(cfg: dict) -> None:
+    """The folder layout (classes, image files); images are decoded by load_imagefolder."""
+    _folder_layout(cfg)

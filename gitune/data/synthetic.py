@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gitune.config import check_value
 from gitune.data.nuisances import validate_nuisance
-from gitune.errors import UserError
 
 # Skeleton lattice (normalised coordinates, [-1, 1] spans the image) and difficulty knobs, calibrated so
 # that a small CNN trained with ERM on a rotated exp long tail is good on head classes and clearly worse
@@ -146,14 +146,10 @@ def make_glyphs(
     a class are the same whatever the other counts, and another `stream` gives fresh images of the same
     classes (validation / test sets). Deterministic: same arguments → identical tensors.
     """
-    if int(num_classes) < 1:
-        raise UserError(f"data.num_classes: {num_classes!r}: expected an integer >= 1")
+    for key, value in (("num_classes", num_classes), ("image_size", image_size), ("channels", channels)):
+        check_value(f"data.{key}", value, f"data.{key}", groups=("data",))  # the bounds of gitune.config.KEYS
     if len(counts_per_class) != num_classes:
         raise ValueError(f"counts_per_class has {len(counts_per_class)} entries for {num_classes} classes")
-    if int(image_size) < 16:
-        raise UserError(f"data.image_size: {image_size!r}: glyphs need an image size >= 16")
-    if channels not in (1, 3):
-        raise UserError(f"data.channels: {channels!r}: expected 1 or 3")
     spec = validate_nuisance(nuisance)
     size = int(image_size)
     skels = class_skeletons(num_classes, seed)

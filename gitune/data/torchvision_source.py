@@ -65,13 +65,8 @@ def _tv_class(cfg: dict) -> type:
     from torch.utils.data import Dataset
     from torchvision import datasets
 
-    name = cfg.get("dataset")
-    if name is None or name == "":
-        raise UserError(f"data.dataset: required when data.name is torchvision (expected a class name of "
-                        f"torchvision.datasets such as {_TV_EXAMPLES})")
+    name = cfg["dataset"]  # a non-empty string: gitune.data.sources.validate_data_config
     expected = f"expected a class of torchvision.datasets such as {_TV_EXAMPLES}"
-    if not isinstance(name, str):
-        raise UserError(f"data.dataset: {name!r}: {expected}")
     cls = None if name.startswith("_") else getattr(datasets, name, None)
     if not (inspect.isclass(cls) and issubclass(cls, Dataset)):
         public = [n for n in dir(datasets) if not n.startswith("_") and inspect.isclass(getattr(datasets, n))]
@@ -82,7 +77,8 @@ def _tv_class(cfg: dict) -> type:
 
 
 def make_plan(cfg: dict) -> _TVPlan:
-    """Resolve data.dataset / data.subset / data.root against the class's constructor (no file access)."""
+    """Resolve data.dataset / data.subset / data.root against the class's constructor (no file access); the
+    values themselves were checked by gitune.data.sources.validate_data_config."""
     cls = _tv_class(cfg)
     name = cfg["dataset"]  # as the user wrote it (the attribute of torchvision.datasets)
     params = _tv_params(cls)
@@ -94,8 +90,6 @@ def make_plan(cfg: dict) -> _TVPlan:
     has_train, has_split = "train" in params, "split" in params
     mode = "split+train" if has_train and has_split else "train" if has_train else "split" if has_split else "single"
     subset = cfg.get("subset")
-    if subset is not None and not isinstance(subset, str):
-        raise UserError(f"data.subset: {subset!r}: expected a string or null")
     if mode == "split+train":
         choices = getattr(cls, "splits", None)
         choices = list(choices) if isinstance(choices, (tuple, list, dict)) else None
@@ -109,9 +103,6 @@ def make_plan(cfg: dict) -> _TVPlan:
                         f"`split` of datasets such as EMNIST)")
     root = None
     if "root" in params:
-        if not isinstance(cfg.get("root"), str) or not cfg["root"]:
-            raise UserError(f"data.root: required when data.name is torchvision (expected the folder torchvision "
-                            f"keeps {name} in)")
         root = abspath(cfg["root"])
     return _TVPlan(cls, name, root, mode, frozenset(params), subset if mode == "split+train" else None)
 
@@ -319,6 +310,7 @@ def _tv_arrays(ds, plan: _TVPlan, cfg: dict, split: str, shape_ref: list) -> tup
 
 
 def load(cfg: dict) -> RawData:
+    """The dataset named by data.dataset (both splits when it has them), as the `torchvision` source."""
     plan = make_plan(cfg)
     download = bool(cfg.get("download", False))
     train_ds = _tv_split(plan, "train", download)

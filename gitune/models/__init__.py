@@ -1,4 +1,4 @@
-"""Classifier networks: `create_model(arch, ...)` by name.
+"""Classifier networks: `create_model(arch, ...)` by name, through gitune.registry.MODELS.
 
 Every model exposes `.features(x)` (N x D, the pooled penultimate layer, used by the invariance metrics)
 and `.head` (nn.Linear, or CosineLinear for LDAM), with forward(x) == head(features(x)).
@@ -10,9 +10,9 @@ from torch import nn
 
 from gitune.errors import UserError
 from gitune.models.heads import CosineLinear
-from gitune.models.resnet import DEPTH_TO_BLOCKS, CifarResNet, resnet
+from gitune.models.resnet import CifarResNet
 from gitune.models.small_cnn import SmallCNN
-from gitune.registry import MODEL_NAMES  # the names config checks read (torch-free)
+from gitune.registry import MODEL_NAMES, resolve  # the names config checks read (torch-free)
 
 
 __all__ = ["MODEL_NAMES", "CifarResNet", "CosineLinear", "SmallCNN", "count_parameters", "create_model"]
@@ -25,10 +25,13 @@ def create_model(arch: str, num_classes: int, in_channels: int, cosine_head: boo
     `cosine_head` gives logits cosine_scale · cos (LDAM's s), see `heads.CosineLinear`."""
     if arch not in MODEL_NAMES:
         raise UserError(f"model.arch: unknown architecture {arch!r} (expected one of: {', '.join(MODEL_NAMES)})")
-    if arch == "small_cnn":
-        return SmallCNN(num_classes, in_channels, cosine_head, cosine_scale)
-    assert arch in DEPTH_TO_BLOCKS
-    return resnet(arch, num_classes, in_channels, cosine_head, cosine_scale)
+    return resolve("model", arch)(arch, num_classes, in_channels, cosine_head, cosine_scale)
+
+
+def build_small_cnn(arch: str, num_classes: int, in_channels: int, cosine_head: bool = False,
+                    cosine_scale: float = 1.0) -> SmallCNN:
+    """SmallCNN behind the registry's builder signature (one architecture, so `arch` is not needed)."""
+    return SmallCNN(num_classes, in_channels, cosine_head, cosine_scale)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import torch
 from ray import tune
 
-from gitune.config import flatten, resolve_trial_config
+from gitune.config import check_augmentation_sources, flatten, has_nuisance, resolve_trial_config
 from gitune.errors import UserError
 from gitune.data.augment import normalize, random_crop, random_flip, standard_augment, to_float
 from gitune.data.dataset import LongTailData, build_dataset
@@ -275,14 +275,11 @@ def build_trial(config: dict[str, Any], device: torch.device, generator: dict[st
     cfg = resolve_trial_config(config)
     tr, ev, opt, gc = cfg["train"], cfg["eval"], cfg["optim"], cfg["git"]
     oracle_prob = cfg["aug"]["oracle_prob"]
-    if gc["prob"] > 0 and generator is None:
-        raise UserError("git.prob > 0 needs a generator: add a `generator:` block to the space file")
+    check_augmentation_sources([gc["prob"]], [oracle_prob], generator is not None, has_nuisance(cfg))
     if tr["threads"]:
         torch.set_num_threads(tr["threads"])
     set_deterministic(bool(tr.get("deterministic", False)))  # before any CUDA work; .get: configs of older runs
     data = build_dataset(cfg["data"])
-    if oracle_prob > 0 and not data.nuisance:
-        raise UserError("aug.oracle_prob > 0 applies the dataset's true nuisance, but data.nuisance sets none")
     counts, C = data.class_counts, data.num_classes
     crop_pad = tr["crop_pad"] if tr["crop_pad"] is not None else (4 if data.natural else 0)
     flip = tr["flip"] if tr["flip"] is not None else data.natural

@@ -15,8 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gitune.errors import UserError
-from gitune.registry import LOSSES  # the names config checks read (torch-free)
-
+from gitune.registry import LOSSES, resolve  # the names config checks read (torch-free)
 
 
 def needs_cosine_head(loss: str) -> bool:
@@ -115,16 +114,34 @@ class LogitAdjustedLoss(ClassLoss):
         return F.cross_entropy(adjusted, target, weight=self.weight)
 
 
+def cross_entropy(class_counts: Sequence[int], weight: torch.Tensor | None, **_: float) -> ClassLoss:
+    """`ce` for the registry (gitune.registry.LOSS_FUNCTIONS): takes none of the loss hyperparameters."""
+    return CrossEntropy(class_counts, weight)
+
+
+def ldam(class_counts: Sequence[int], weight: torch.Tensor | None, *, ldam_max_m: float, ldam_s: float,
+         **_: float) -> ClassLoss:
+    """`ldam` for the registry: train.ldam_max_m and train.ldam_s."""
+    return LDAMLoss(class_counts, weight, max_m=ldam_max_m, s=ldam_s)
+
+
+def focal(class_counts: Sequence[int], weight: torch.Tensor | None, *, focal_gamma: float,
+          **_: float) -> ClassLoss:
+    """`focal` for the registry: train.focal_gamma."""
+    return FocalLoss(class_counts, weight, gamma=focal_gamma)
+
+
+def logit_adjusted(class_counts: Sequence[int], weight: torch.Tensor | None, *, la_tau: float,
+                   **_: float) -> ClassLoss:
+    """`logit_adjusted` for the registry: train.la_tau."""
+    return LogitAdjustedLoss(class_counts, weight, tau=la_tau)
+
+
 def build_loss(name: str, class_counts: Sequence[int], weight: torch.Tensor | None = None, *,
                focal_gamma: float = 1.0, ldam_max_m: float = 0.5, ldam_s: float = 30.0,
                la_tau: float = 1.0) -> ClassLoss:
-    """The loss named by config key `train.loss`; unknown names are a UserError."""
-    if name == "ce":
-        return CrossEntropy(class_counts, weight)
-    if name == "ldam":
-        return LDAMLoss(class_counts, weight, max_m=ldam_max_m, s=ldam_s)
-    if name == "focal":
-        return FocalLoss(class_counts, weight, gamma=focal_gamma)
-    if name == "logit_adjusted":
-        return LogitAdjustedLoss(class_counts, weight, tau=la_tau)
-    raise UserError(f"train.loss: unknown loss {name!r} (expected one of: {', '.join(LOSSES)})")
+    """The loss named by config key `train.loss` (gitune.registry.LOSS_FUNCTIONS); unknown names are a UserError."""
+    if name not in LOSSES:
+        raise UserError(f"train.loss: unknown loss {name!r} (expected one of: {', '.join(LOSSES)})")
+    return resolve("loss", name)(class_counts, weight, focal_gamma=focal_gamma, ldam_max_m=ldam_max_m,
+                                 ldam_s=ldam_s, la_tau=la_tau)
