@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from gitune.errors import UserError
+from gitune.errors import UserError, shown
 from gitune.munit_defaults import MUNIT_DEFAULTS
 from gitune.registry import DATASETS, GIT_SAMPLERS, LOSSES, MODEL_NAMES, PROFILES, RULES
 
@@ -367,7 +367,7 @@ def check_key(key: str, where: str, groups: tuple[str, ...] = GROUPS) -> Check:
 def check_value(key: str, value: Any, where: str, groups: tuple[str, ...] = GROUPS) -> None:
     chk = check_key(key, where, groups)
     if not chk.test(value):
-        raise UserError(f"{where}: expected {chk.expected}, got {value!r}")
+        raise UserError(f"{where}: expected {chk.expected}, got {shown(value)}")
 
 
 def validate_config(cfg: dict[str, Any], where: str, tuned: set[str] = frozenset()) -> None:
@@ -426,3 +426,146 @@ def check_augmentation_sources(git_probs: list[float], oracle_probs: list[float]
     if any(p > 0 for p in oracle_probs) and not nuisance:
         raise UserError(f"{at}aug.oracle_prob: values > 0 apply the dataset's true nuisance, but "
                         f"config.data.nuisance sets none (expected e.g. data.nuisance: {{rotation: 180}})")
+
+
+# ---------------------------------------------------------------- typed trial configs, generated from KEYS
+#
+# A trial reads `c.train.epochs` from a frozen object rather than `cfg["train"]["epochs"]` from a dict: the
+# classes are generated from KEYS (one per group, one per sub-block such as data.nuisance), so a key is still
+# declared once. Tune samples and MLflow logs plain dicts; the trainables convert at their top (typed_config)
+# and hand `as_dict(...)` to the layers that still take dicts (the data layer).
+
+from collections.abc import Mapping  # noqa: E402 - this section's own imports, kept with it
+from dataclasses import fields, is_dataclass, make_dataclass  # noqa: E402
+from functools import lru_cache, partial  # noqa: E402
+from typing import Optional  # noqa: E402
+
+_JSON_TYPES: dict[str, type] = {"integer": int, "number": float, "boolean": bool, "string": str}
+
+
+class ConfigBlock(Mapping):
+    """Base of the generated config classes. Also a read-only mapping (`block["epochs"]`, `.get`, equal to the
+    dict it came from), so code still written against the dict shape (benchmarks/, resolve_compute) reads a
+    typed config unchanged; trainables read attributes."""
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.__dataclass_fields__:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __iter__(self):
+        return iter(self.__dataclass_fields__)
+
+    def __len__(self) -> int:
+        return len(self.__dataclass_fields__)
+
+    def __reduce__(self):
+        # Generated classes are not module attributes, so pickle (Ray's way to ship arguments) rebuilds them.
+        return _rebuild, (self._source, as_dict(self))
+
+
+def _rebuild(source: str | tuple[str, ...], tree: dict[str, Any]) -> ConfigBlock:
+    cls = config_class(source) if isinstance(source, tuple) else _block_class(source)
+    return _typed(cls, tree, "config")
+
+
+def _field_type(check: Check) -> Any:
+    """The Python type a Check admits, read from its JSON Schema fragment (Any where it does not say one)."""
+    js = check.json
+    if "enum" in js:
+        kinds = {type(v) for v in js["enum"] if v is not None}
+        base, nullable = (kinds.pop() if len(kinds) == 1 else Any), None in js["enum"]
+    else:
+        named = js.get("type")
+        named = named if isinstance(named, list) else [named]
+        nullable = "null" in named
+        named = [n for n in named if n != "null"]
+        if named == ["array"]:
+            base = list[_JSON_TYPES.get(js.get("items", {}).get("type"), Any)]
+        else:
+            base = _JSON_TYPES.get(named[0], Any) if len(named) == 1 else Any
+    return Optional[base] if nullable and base is not Any else base
+
+
+def _class_name(prefix: str) -> str:
+    return "".join(part.title().replace("_", "") for part in prefix.split(".")) + "Config"
+
+
+def _make_class(name: str, specs: list[tuple[str, Any, Any]], doc: str, source: str | tuple[str, ...]) -> type:
+    cls = make_dataclass(name, specs, bases=(ConfigBlock,), frozen=True, eq=False,
+                         namespace={"__doc__": doc, "__module__": __name__, "_source": source})
+    cls.__qualname__ = name
+    return cls
+
+
+@lru_cache(maxsize=None)
+def _block_class(prefix: str) -> type:
+    """The frozen dataclass of block `prefix` (`train`, `data.nuisance`): a field per key directly under it,
+    with the Key's default, and a nested block for each deeper prefix, in KEYS order. One class per block,
+    shared by the configs that hold it (a classifier and a generator trial's `data`)."""
+    depth = prefix.count(".") + 1
+    specs: list[tuple[str, Any, Any]] = []
+    for k in KEYS:
+        parts = k.name.split(".")
+        name = parts[depth] if k.name.startswith(prefix + ".") else None
+        if name is None or any(s[0] == name for s in specs):
+            continue
+        if len(parts) > depth + 1:
+            sub = _block_class(f"{prefix}.{name}")
+            specs.append((name, sub, field(default_factory=sub)))
+        elif isinstance(k.default, (list, dict)):  # a fresh copy per object: the declared default stays intact
+            specs.append((name, _field_type(k.check), field(default_factory=partial(copy.deepcopy, k.default))))
+        else:
+            specs.append((name, _field_type(k.check), field(default=k.default)))
+    return _make_class(_class_name(prefix), specs, f"The `{prefix}` keys of a trial config (gitune.config.KEYS).",
+                       prefix)
+
+
+@lru_cache(maxsize=None)
+def config_class(groups: tuple[str, ...] = GROUPS) -> type:
+    """The frozen dataclass of a whole trial config made of `groups` (a field per group, in that order)."""
+    specs = []
+    for group in groups:
+        block = _block_class(group)
+        specs.append((group, block, field(default_factory=block)))
+    name = {GROUPS: "TrialConfig", GENERATOR_GROUPS: "GeneratorTrialConfig"}.get(groups)
+    return _make_class(name or _class_name("_".join(groups)), specs, f"A trial config of groups {', '.join(groups)}.",
+                       groups)
+
+
+TrialConfig = config_class(GROUPS)
+GeneratorTrialConfig = config_class(GENERATOR_GROUPS)
+
+
+def typed_config(cfg: Mapping[str, Any], groups: tuple[str, ...] = GROUPS, where: str = "config") -> ConfigBlock:
+    """The typed, frozen form of a trial config dict (resolve its derived defaults first): `c.train.epochs`,
+    `c.data.nuisance.rotation`. A key the dict leaves out takes its declared default (configs of older runs); a
+    key KEYS does not declare is refused here, at the top of the trial, as one line. Values are taken as they
+    are (no coercion, no checks: the spec parser validated them, and Tune may sample numpy numbers)."""
+    return _typed(config_class(tuple(groups)), cfg, where)
+
+
+def typed_generator_config(cfg: Mapping[str, Any], where: str = "config") -> ConfigBlock:
+    """typed_config of a generator trial's config ({data, generator}): `g.generator.lr`."""
+    return typed_config(cfg, GENERATOR_GROUPS, where)
+
+
+def _typed(cls: type, tree: Any, where: str) -> ConfigBlock:
+    if not isinstance(tree, Mapping):
+        raise UserError(f"{where}: expected a mapping of keys ({', '.join(cls.__dataclass_fields__)}), got "
+                        f"{tree!r}")
+    known = cls.__dataclass_fields__
+    values = {}
+    for name, value in tree.items():
+        if name not in known:
+            raise UserError(f"{where}.{name}: unknown key (known keys here: {', '.join(known)})")
+        kind = known[name].type
+        values[name] = _typed(kind, value, f"{where}.{name}") if is_dataclass(kind) else value
+    return cls(**values)
+
+
+def as_dict(block: ConfigBlock) -> dict[str, Any]:
+    """A typed config (or one of its blocks) back as the plain nested dict, for the layers that take dicts
+    (build_dataset, MLflow params): as_dict(typed_config(d)) == d for a complete config."""
+    return {f.name: as_dict(v) if isinstance(v := getattr(block, f.name), ConfigBlock) else copy.deepcopy(v)
+            for f in fields(block)}

@@ -99,7 +99,7 @@ def measure_trial_memory(config: dict[str, Any], generator: dict[str, Any] | Non
     one = FirstBatches(t.loader, 1)
     train_epoch(t.net, one, "uniform", t.loss_fn, t.optimizer, t.preprocess, t.crop_pad,
                 t.flip, t.gens["augment"], t.mixers, t.compute)
-    evaluate_epoch(t, t.cfg["train"]["epochs"])  # the last epoch's measurement: val, invariance, test
+    evaluate_epoch(t, t.cfg.train.epochs)  # the last epoch's measurement: val, invariance, test
     out = {"peak_bytes": 0, "total_bytes": 0, "pid": os.getpid(),
            "trained": one.seen,
            "generated": sum(m.generated for m in t.mixers)}

@@ -109,19 +109,22 @@ def fidelity_line(fidelity: dict[str, float], metric: str, mode: str) -> str:
     return f"fidelity: {fidelity_summary(fidelity)}; chosen by {metric} ({mode})"
 
 
-def store_in_cache(local_file: str, root: str, key: str, info: dict[str, Any]) -> str:
-    """Copy the chosen generator into the cache: written to a temporary name, then moved, so a crash
-    never leaves a half-written file that a later run would take for a finished generator."""
+def store_in_cache(local_file: str, root: str, key: str, info: dict[str, Any]) -> str | None:
+    """Copy the chosen generator into the cache and return its URI; None when another sweep stored one for
+    this key first (that one is kept: it was trained for the same key). Written under a temporary name of its
+    own, then moved, so a crash never leaves a half-written file that a later run would take for a finished
+    generator, and two sweeps storing at once never write into each other's file. The generator goes first
+    and only its writer writes info.json, so the two describe the same generator."""
     uri = cache_path(root, key)
     fs, path = storage.filesystem(uri)
-    folder = path.rsplit("/", 1)[0]
-    fs.create_dir(folder, recursive=True)
-    tmp = f"{folder}/.{GENERATOR_FILE}.partial"
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    tmp = storage.temp_name(path)
     with open(local_file, "rb") as src, fs.open_output_stream(tmp) as dst:
         dst.write(src.read())
-    with fs.open_output_stream(f"{folder}/info.json") as dst:
-        dst.write(json.dumps(redact_any(info), indent=2, sort_keys=True, default=str).encode())
-    fs.move(tmp, path)
+    if not storage.publish_new(fs, tmp, path):
+        return None
+    info_json = json.dumps(redact_any(info), indent=2, sort_keys=True, default=str)
+    storage.write_text(f"{uri.rsplit('/', 1)[0]}/info.json", info_json)
     return uri
 
 
@@ -140,6 +143,13 @@ def stage_spec(spec):
                      space=copy.deepcopy(block["space"]), source=spec.source)
 
 
+def reached_the_end(result) -> bool:
+    """A generator trial that reported its last iteration ended, even where a restored stage lost Tune's `done`
+    (the experiment state of a finished stage can hold the last result from before the trial returned)."""
+    last = (result.metrics or {}).get("iteration")
+    return last is not None and last >= ((result.config or {}).get("generator") or {}).get("iterations", float("inf"))
+
+
 def pretrain(spec, run_dir: str, ctx, resume: bool,
              interrupted) -> tuple[str, str | None, dict[str, float]]:
     """Run the generator trials under Tune; returns (local generator.pt of the best trial, its MLflow run id,
@@ -155,7 +165,7 @@ def pretrain(spec, run_dir: str, ctx, resume: bool,
     columns.setdefault(gspec.metric, gspec.metric.split("/", 1)[-1])
     results = run_stage(gspec, tune.with_parameters(train_generator, tracking=ctx), f"{run_dir}/{GENERATOR_STAGE}",
                         ctx, resume, {**columns, "perf/img_per_s": "img/s"})
-    if interrupted(results):
+    if interrupted([r for r in results if not reached_the_end(r)]):
         raise KeyboardInterrupt
     best = best_result(results, gspec.metric, gspec.mode, need_checkpoint=True)
     if best is None:
@@ -173,6 +183,37 @@ def pretrain(spec, run_dir: str, ctx, resume: bool,
     print(f"gitune: generator: chose trial {best.metrics.get('trial_id', '?')} of {len(results)} by {gspec.metric} "
           f"({gspec.mode}) = {best.metrics[gspec.metric]:.4g}; {fidelity_line(fidelity, gspec.metric, gspec.mode)}")
     return str(local), (found.info.run_id if found is not None else None), fidelity
+
+
+def restored_for_other_key(spec, run_dir: str, resume: bool) -> str | None:
+    """Why the generator stage that --resume would restore from `run_dir` may not be the one `spec`'s cache key
+    stands for, or None when it is (or nothing is restored). A restored stage was trained with the spec its run
+    started with (spec.yaml, see gitune.run_folder), which `--resume --force` lets differ from this one."""
+    from ray import tune
+
+    from gitune import run_folder
+    from gitune.spaces import describe
+
+    if not resume or not tune.Tuner.can_restore(f"{run_dir}/{GENERATOR_STAGE}"):
+        return None
+    started = run_folder.read_spec(run_dir)
+    if started is None:
+        return f"the generator stage restored from {redact(run_dir)} has no recorded spec (an older run folder)"
+    if _key_of_text(started) != _key_of_text(redact(describe(spec))):
+        return (f"the generator stage restored from {redact(run_dir)} was trained with another data or "
+                f"generator spec (resumed with --force)")
+    return None
+
+
+def _key_of_text(spec_yaml: str) -> str | None:
+    """generator_key of a resolved spec as YAML (both sides of a comparison read back the same way)."""
+    from gitune.spaces import safe_load
+
+    tree = safe_load(spec_yaml) or {}
+    block = tree.get("generator")
+    if not isinstance(block, dict):
+        return None
+    return generator_key((tree.get("config") or {}).get("data"), block)
 
 
 def prepare_generator(spec, root: str, run_dir: str, ctx, resume: bool, image_shape, interrupted,
@@ -193,14 +234,21 @@ def prepare_generator(spec, root: str, run_dir: str, ctx, resume: bool, image_sh
                   f"{fidelity_line(info.get('fidelity') or {}, spec.generator['metric'], spec.generator['mode'])}")
         else:
             print(f"gitune: generator: no cached generator for key {key}; pretraining it first")
+            not_for_key = restored_for_other_key(spec, run_dir, resume)
             local, run_id, fidelity = pretrain(spec, run_dir, ctx, resume, interrupted)
             info = {"key": key, "data": spec.config["data"], "generator": spec.generator, "mlflow_run_id": run_id,
                     "sweep": spec.name, "run_dir": run_dir, "fidelity": fidelity}
-            uri = store_in_cache(local, root, key, info)
+            uri = None if not_for_key else store_in_cache(local, root, key, info)
             payload, how = read_generator_file(local, where), "trained"
-            payload["source"] = uri
+            payload["source"] = uri or f"{run_dir}/{GENERATOR_STAGE}"
             payload["meta"]["mlflow_run_id"] = run_id
-            print(f"gitune: generator: trained; stored as {redact(uri)}")
+            if not_for_key:
+                print(f"gitune: generator: trained; not stored in the cache under key {key}: {not_for_key}")
+            elif uri is None:
+                print(f"gitune: generator: trained; another sweep stored a generator under key {key} meanwhile, "
+                      f"which is kept (this sweep uses its own)")
+            else:
+                print(f"gitune: generator: trained; stored as {redact(uri)}")
     check_payload(payload, image_shape, where)
     payload["key"] = key if how != "given" else f"given:{payload['source']}"
     if ctx is not None:
@@ -213,7 +261,7 @@ def prepare_generator(spec, root: str, run_dir: str, ctx, resume: bool, image_sh
 
         client = MlflowClient(tracking_uri=ctx.uri)
         for k, v in client_tags.items():
-            tracking.retry(lambda k=k, v=v: client.set_tag(ctx.parent_run_id, k, str(v)))
+            tracking.retry(lambda k=k, v=v: client.set_tag(ctx.parent_run_id, k, redact(str(v))))
     sys.stdout.flush()
     return payload
 

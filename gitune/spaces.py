@@ -17,11 +17,20 @@ from typing import Any
 import yaml
 
 from gitune import config as C
-from gitune.errors import UserError
+from gitune.errors import UserError, shown
 from gitune.spec_keys import GENERATOR_METRICS, SPEC_KEY_BY_NAME, SUB_DEFAULTS, TOP_KEYS, children
 
 class _Loader(yaml.SafeLoader):
     """safe_load, plus YAML 1.2 floats: PyYAML (YAML 1.1) reads `1e-3` or `5.0e39` as strings."""
+
+    def construct_object(self, node, deep=False):
+        """A value Python cannot hold (an integer of 5,000 digits, month 13) is a YAML error at its line, not
+        a traceback."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as err:
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read this value ({_first_line(err)})",
+                                                    node.start_mark) from None
 
 
 _Loader.add_implicit_resolver(
@@ -30,12 +39,56 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
+MAX_YAML_NODES = 100_000  # nodes of one document with its aliases expanded; a space file has a few hundred
+
+
 def safe_load(text: str):
+    """yaml.safe_load with _Loader's floats, refusing (as a YAMLError) a document whose aliases expand to more
+    than MAX_YAML_NODES nodes (a "billion laughs" bomb), a recursive alias, or nesting deeper than Python's
+    stack: checked on the composed node graph, before any Python object is built."""
     loader = _Loader(text)
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {}, set())
+        return loader.construct_document(node)
+    except RecursionError:
+        raise yaml.YAMLError("the document is nested too deeply (expected a search-space file)") from None
     finally:
         loader.dispose()
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _expanded_size(node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """Nodes under `node` with every alias expanded (an alias is the node it names, shared, so each node is
+    measured once and the expansion is never built); refuses a total above MAX_YAML_NODES or an alias inside
+    the node it names."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise yaml.composer.ComposerError(None, None, "an alias refers to a node that contains it (expected "
+                                          "no recursive structures in a search-space file)", node.start_mark)
+    open_nodes.add(key)
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    else:
+        children = []
+    total = 1 + sum(_expanded_size(child, sizes, open_nodes) for child in children)
+    if total > MAX_YAML_NODES:
+        raise yaml.composer.ComposerError(None, None, f"with its aliases expanded the document has more than "
+                                          f"{MAX_YAML_NODES:,} values (an alias bomb? expected a search-space "
+                                          f"file of at most that size)", node.start_mark)
+    open_nodes.discard(key)
+    sizes[key] = total
+    return total
 
 
 DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "randint", "choice", "grid")
@@ -99,7 +152,7 @@ def check_name(name: Any, where: str) -> None:
     """The sweep name (a folder under --storage, see spec_keys._plain_name), from the file or --name."""
     chk = SPEC_KEY_BY_NAME["name"].check
     if not chk.test(name):
-        raise UserError(f"{where}: expected {chk.expected}, got {name!r}")
+        raise UserError(f"{where}: expected {chk.expected}, got {shown(name)}")
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -190,7 +243,7 @@ def _block(block: Any, name: str, where: str) -> dict[str, Any]:
         block = {}
     if not isinstance(block, dict):
         raise UserError(f"{where}: {name + ': ' if name else ''}expected a mapping with keys {', '.join(keys)}, "
-                        f"got {block!r}")
+                        f"got {shown(block)}")
     prefix = f"{name}." if name else ""
     for k in block:
         if k not in keys:
@@ -199,7 +252,7 @@ def _block(block: Any, name: str, where: str) -> dict[str, Any]:
     for k, key in keys.items():
         value = copy.deepcopy(block.get(k, key.default))
         if not key.check.test(value):
-            raise UserError(f"{where}: {key.name}: expected {key.check.expected}, got {value!r}")
+            raise UserError(f"{where}: {key.name}: expected {key.check.expected}, got {shown(value)}")
         out[k] = value
     return out
 
@@ -211,7 +264,7 @@ def _check_shadowed(cfg: dict[str, Any], space: dict[str, Any], where: str) -> N
         chk = C.schema()[key]
         value = C.get_dotted(cfg, key)
         if not chk.test(value):
-            raise UserError(f"{where}: config.{key}: expected {chk.expected}, got {value!r} (the fixed value "
+            raise UserError(f"{where}: config.{key}: expected {chk.expected}, got {shown(value)} (the fixed value "
                             f"that space.{key} shadows is still checked)")
 
 
@@ -278,7 +331,7 @@ def _check_subs(subs: dict[str, dict[str, Any]], cfg: dict[str, Any], space: dic
                         else max(_values_or_bounds(space["train.epochs"], "train.epochs")))
     if sch["grace_period"] > sch["max_t"]:
         raise UserError(f"{where}: scheduler.grace_period: expected an integer from 1 to scheduler.max_t "
-                        f"({sch['max_t']}), got {sch['grace_period']!r}")
+                        f"({sch['max_t']}), got {shown(sch['grace_period'])}")
     if "train.epochs" not in space and sch["max_t"] > epochs:
         # ASHA counts epochs: a shorter run (e.g. --set train.epochs=5) shrinks the rungs with it.
         sch["max_t"] = epochs
@@ -310,11 +363,11 @@ def _parse_space(space: Any, where: str, groups: tuple[str, ...] = C.GROUPS) -> 
         if kind not in DISTRIBUTIONS:
             raise UserError(f"{w}: unknown distribution '{kind}' (expected one of: {', '.join(DISTRIBUTIONS)})")
         if not isinstance(args, list) or not args:
-            raise UserError(f"{w}.{kind}: expected a non-empty list, got {args!r}")
+            raise UserError(f"{w}.{kind}: expected a non-empty list, got {shown(args)}")
         if kind in ("choice", "grid"):
             for v in args:
                 if not chk.test(v):
-                    raise UserError(f"{w}.{kind}: value {v!r} is not allowed for {key} (expected {chk.expected})")
+                    raise UserError(f"{w}.{kind}: value {shown(v)} is not allowed for {key} (expected {chk.expected})")
                 if isinstance(v, (list, dict)) and kind == "choice":
                     raise UserError(f"{w}.choice: values must be numbers or strings (use 'grid' for lists)")
         else:
@@ -327,33 +380,33 @@ def _check_numeric(kind: str, args: list[Any], key: str, chk: C.Check, w: str) -
     n = 3 if kind == "quniform" else 2
     if len(args) != n or not all(C._is_num(a) for a in args):
         shape = "[low, high, q]" if kind == "quniform" else "[low, high]"
-        raise UserError(f"{w}.{kind}: expected {shape} numbers, got {args!r}")
+        raise UserError(f"{w}.{kind}: expected {shape} numbers, got {shown(args)}")
     if chk.numeric is None:
         raise UserError(f"{w}.{kind}: {key} is not numeric (expected {chk.expected}); use choice")
     lo, hi = args[0], args[1]
     if not lo < hi:
-        raise UserError(f"{w}.{kind}: expected low < high, got [{lo}, {hi}]")
+        raise UserError(f"{w}.{kind}: expected low < high, got [{shown(lo)}, {shown(hi)}]")
     if kind == "loguniform" and lo <= 0:
-        raise UserError(f"{w}.loguniform: bounds must be > 0, got [{lo}, {hi}]")
+        raise UserError(f"{w}.loguniform: bounds must be > 0, got [{shown(lo)}, {shown(hi)}]")
     if kind == "quniform" and args[2] <= 0:
-        raise UserError(f"{w}.quniform: q must be > 0, got {args[2]}")
+        raise UserError(f"{w}.quniform: q must be > 0, got {shown(args[2])}")
     if kind == "quniform" and chk.numeric == "float" and not all(
             math.isclose(b / args[2], round(b / args[2])) for b in (lo, hi)):
-        raise UserError(f"{w}.quniform: Ray Tune needs low and high to be multiples of q, got {args!r}")
+        raise UserError(f"{w}.quniform: Ray Tune needs low and high to be multiples of q, got {shown(args)}")
     if chk.numeric == "int" and kind != "randint" and not (kind == "quniform" and float(args[2]).is_integer()
                                                             and float(lo).is_integer()):
         raise UserError(f"{w}.{kind}: {key} takes integers; use randint, choice or quniform with integer q")
     if kind == "randint" and not (C._is_int(lo) and C._is_int(hi)):
-        raise UserError(f"{w}.randint: expected integer bounds [low, high) , got {args!r}")
+        raise UserError(f"{w}.randint: expected integer bounds [low, high) , got {shown(args)}")
     if kind == "quniform" and chk.numeric == "int":
         low_value, high_value = _values_or_bounds({kind: args}, key)
         if low_value > high_value:
-            raise UserError(f"{w}.quniform: no multiple of q={args[2]} lies in [{lo}, {hi}]")
+            raise UserError(f"{w}.quniform: no multiple of q={shown(args[2])} lies in [{shown(lo)}, {shown(hi)}]")
     top = hi - 1 if kind == "randint" else hi
     for bound in (lo, top):
         value = int(bound) if chk.numeric == "int" else float(bound)
         if not chk.test(value):
-            raise UserError(f"{w}.{kind}: bound {bound} is out of range for {key} (expected {chk.expected})")
+            raise UserError(f"{w}.{kind}: bound {shown(bound)} is out of range for {key} (expected {chk.expected})")
 
 
 def _values_or_bounds(dist: dict[str, list[Any]], key: str | None = None) -> list[Any]:
@@ -391,7 +444,7 @@ def _check_space_sample(spec: SweepSpec, where: str) -> None:
             cfg = copy.deepcopy(spec.config)
             value = int(value) if C.schema()[key].numeric == "int" else value
             C.set_dotted(cfg, key, value)
-            C.validate_config(cfg, f"{where}: space.{key}={value!r} →", tuned=set(spec.space) - {key})
+            C.validate_config(cfg, f"{where}: space.{key}={shown(value)} →", tuned=set(spec.space) - {key})
 
 
 def param_space(spec: SweepSpec) -> dict[str, Any]:

@@ -10,10 +10,10 @@ import argparse
 import contextlib
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+from gitune import run_folder
 from gitune.config_doc import PrintSchema
 from gitune.errors import CliParser, UserError, run_cli
 from gitune.redact import redact
@@ -40,7 +40,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--shared-storage", action="store_true",
                    help="declare that the local --storage path is a shared mount (NFS) seen by every node of a "
                         "multi-node cluster")
-    p.add_argument("--resume", action="store_true", help="continue the latest interrupted run of this sweep")
+    p.add_argument("--resume", action="store_true", help="continue the latest interrupted run of this sweep (the "
+                   "newest one started with the same resolved spec; a changed spec is refused, see --force)")
+    p.add_argument("--force", nargs="?", const="", metavar="KEY[,KEY...]",
+                   help="with --resume: accept changes to the spec since the run started, in the harmless keys "
+                        f"({', '.join(run_folder.HARMLESS)}) and in the keys given (a key covers the keys under it, "
+                        "e.g. config.train; config keys also as --set writes them, train.epochs); restored trials "
+                        "keep the values they started with")
     p.add_argument("--dry-run", action="store_true", help="print the resolved spec and exit")
     p.add_argument("--schema", action=PrintSchema,
                    help="print the JSON Schema of a search-space file (docs/space.schema.json) and exit")
@@ -144,18 +150,24 @@ def preflight_layer(spec: SweepSpec) -> None:
         check_layer(create_model(arch, 2, 1), spec.config["eval"]["latent_layer"])
 
 
-def latest_run_dir(root: str, name: str) -> str | None:
-    """The newest run folder of this sweep that Tune saved an experiment state in (either stage)."""
+def latest_run_dir(root: str, name: str, spec_yaml: str | None = None) -> str | None:
+    """The newest run folder of this sweep that Tune saved an experiment state in (either stage). With
+    `spec_yaml`, the newest such folder started with that same spec comes first: two sweeps of one name with
+    different overrides each resume their own run. Folder names sort by start time (run_folder.new_run_dir)."""
     from ray import tune
 
     from gitune import storage
     from gitune.pretrain import GENERATOR_STAGE
 
     base = f"{root}/{name}"
-    for run in sorted(storage.subfolders(base), reverse=True):
-        if any(tune.Tuner.can_restore(d) for d in (f"{base}/{run}", f"{base}/{run}/{GENERATOR_STAGE}")):
-            return f"{base}/{run}"
-    return None
+    runs = [f"{base}/{run}" for run in sorted(storage.subfolders(base), reverse=True)
+            if any(tune.Tuner.can_restore(d) for d in (f"{base}/{run}", f"{base}/{run}/{GENERATOR_STAGE}"))]
+    if spec_yaml is not None:
+        for run_dir in runs:
+            started = run_folder.read_spec(run_dir)
+            if started is not None and not run_folder.spec_changes(started, spec_yaml):
+                return run_dir
+    return runs[0] if runs else None
 
 
 def asha_rungs(spec: SweepSpec) -> list[int]:
@@ -172,6 +184,8 @@ def asha_rungs(spec: SweepSpec) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.force is not None and not args.resume:
+        raise UserError("--force: only with --resume (it accepts changes to the spec of the run resumed)")
     spec = load_spec(args.space, args.overrides, args.num_samples, args.name)
     if args.dry_run:
         check_data_paths(spec)
@@ -182,16 +196,23 @@ def run(args: argparse.Namespace) -> int:
     if args.num_samples is not None and args.num_samples < 1:
         raise UserError(f"--num-samples: expected an integer ≥ 1, got {args.num_samples}")
     absolutize_paths(spec.config)
+    from gitune.storage import check_writable
+
+    check_writable(storage_root(args.storage))  # cheap, so first: before data is built, Ray or MLflow start
     uri, image_shape, given = preflight(spec, args.tracking_uri)
     root = storage_root(args.storage)
+    spec_yaml = describe(spec)
+    run_dir = None
     if args.resume:
-        run_dir = latest_run_dir(root, spec.name)
+        run_dir = latest_run_dir(root, spec.name, spec_yaml)
         if run_dir is None:
             raise UserError(f"--resume: no interrupted run of sweep '{spec.name}' under {root}/{spec.name}")
-    else:
-        run_dir = f"{root}/{spec.name}/{time.strftime('%Y%m%d-%H%M%S')}"
+        run_folder.check_resume(run_dir, spec_yaml, args.force)
     with _ray(args):
         check_shared_storage(args, root)
+        if run_dir is None:  # made only now: a refused --address or storage leaves no folder behind
+            run_dir = run_folder.new_run_dir(root, spec.name)
+            run_folder.write_spec(run_dir, spec_yaml)
         return _run_in_ray(args, spec, uri, root, run_dir, image_shape, given)
 
 
@@ -232,6 +253,7 @@ def _run_in_ray(args: argparse.Namespace, spec: SweepSpec, uri: str, root: str, 
                 image_shape: tuple[int, ...] | None, given: dict[str, Any] | None) -> int:
     from gitune import pretrain, tracking
     from gitune.packing import check_packing
+    from gitune.signals import exit_status
 
     ctx = tracking.start_sweep(spec.name, uri, run_dir, describe(spec), Path(args.space),
                                _sweep_params(spec), args.resume)
@@ -262,16 +284,16 @@ def _run_in_ray(args: argparse.Namespace, spec: SweepSpec, uri: str, root: str, 
     except KeyboardInterrupt:
         status = "KILLED"
         print(f"gitune: interrupted; continue with: {redact(_resume_command(args))}", file=sys.stderr)
-        return 130
+        return exit_status()  # 130 after Ctrl-C, 143 after SIGTERM
     finally:
         tracking.end_sweep(ctx, status, summary)
     return 0
 
 
 def interrupted(results) -> bool:
-    """Tune handles Ctrl-C itself: it saves the experiment state and returns normally, with the trials it
-    cut off marked TERMINATED in memory. Trials that really ended (finished, or stopped by ASHA) carry
-    `done` in their last result; errored ones carry an error."""
+    """Tune handles Ctrl-C (and SIGTERM, which gitune.signals turns into it) itself: it saves the experiment
+    state and returns normally, with the trials it cut off marked TERMINATED in memory. Trials that really
+    ended (finished, or stopped by ASHA) carry `done` in their last result; errored ones carry an error."""
     return any(r.error is None and not (r.metrics or {}).get("done") for r in results)
 
 
@@ -307,21 +329,60 @@ def _ray(args: argparse.Namespace):
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
 
+    from gitune.signals import sigterm_as_sigint
+
     if args.address:
         check_address(args.address)
     started_ray = False
     if not ray.is_initialized():
+        target = _ray_target(args)
         try:
-            ray.init(address=args.address, include_dashboard=False, log_to_driver=True)
+            with _loopback_only(target.get("_node_ip_address") == "127.0.0.1"):
+                ray.init(**target, include_dashboard=False, log_to_driver=True)
         except (ValueError, ConnectionError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise UserError(f"--address {args.address}: cannot join a Ray cluster ({first})") from None
         started_ray = True
     try:
-        yield
+        with sigterm_as_sigint():  # after ray.init: it sets a SIGTERM handler of its own
+            yield
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _ray_target(args: argparse.Namespace) -> dict[str, Any]:
+    """ray.init's address arguments. Without --address (and no RAY_ADDRESS, which a Ray job sets) a new local
+    Ray on 127.0.0.1: a single-machine sweep joins no other instance and advertises no network address; Ray
+    puts its files under RAY_TMPDIR (or TMPDIR, else /tmp)."""
+    if args.address == "local" or (not args.address and not os.environ.get("RAY_ADDRESS")):
+        return {"address": "local", "_node_ip_address": "127.0.0.1"}
+    return {"address": args.address}
+
+
+@contextlib.contextmanager
+def _loopback_only(on: bool):
+    """On Linux, ray.init swaps a node address of 127.0.0.1 for the machine's routable one unless Ray's cluster
+    support is off (ray._private.services.resolve_ip_for_localhost); kept at 127.0.0.1, Ray's servers listen on
+    the loopback only. Off, while ray.init runs, for this process (ray may be imported already: the constant)
+    and for the processes it starts (the variable; the raylet hands it on to the workers it starts later)."""
+    if not on:
+        yield
+        return
+    from ray._private import ray_constants
+
+    name = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    env, const = os.environ.get(name), getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[name] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = const
+        if env is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = env
 
 
 def check_address(address: str) -> None:

@@ -8,6 +8,7 @@ callback only closes runs whose trial could not (ASHA stops, errors, Ctrl-C).
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 import urllib.error
@@ -103,19 +104,55 @@ def _artifact_location(uri: str) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _first_use_lock(uri: str):
+    """Hold an exclusive lock on a SQLite store's file. MLflow creates the tables of a new store on first use,
+    and two sweeps doing so at once fail ("table ... already exists"); this lets one do it while the other
+    waits. flock on Linux is independent of SQLite's own (fcntl) locks. Other stores: no lock."""
+    import fcntl
+
+    path = uri[len("sqlite:///"):].split("?", 1)[0] if uri.startswith("sqlite:///") else ""
+    if path in ("", ":memory:"):
+        yield
+        return
+    with open(path, "ab") as db:  # an empty file is an empty SQLite database
+        fcntl.flock(db, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(db, fcntl.LOCK_UN)
+
+
+def _create_experiment(client, name: str, uri: str) -> str:
+    """Create the experiment; when another sweep created it a moment ago (a tracking server, two drivers at
+    once), take that one."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return retry(lambda: client.create_experiment(name, artifact_location=_artifact_location(uri)))
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    exp = retry(lambda: client.get_experiment_by_name(name))
+    if exp is None:
+        raise MlflowException(f"experiment {name!r} exists but cannot be found by name")
+    return exp.experiment_id
+
+
 def start_sweep(name: str, uri: str, sweep_path: str, spec_yaml: str, space_file: Path,
                 params: dict[str, Any], resume: bool) -> TrackingContext:
     """Create (or on --resume, reopen) the experiment and this invocation's parent run, on the driver."""
     from mlflow.entities import Param
 
-    client = _client(uri)
-    exp = retry(lambda: client.get_experiment_by_name(name))
-    if exp is None:
-        exp_id = retry(lambda: client.create_experiment(name, artifact_location=_artifact_location(uri)))
-    else:
-        exp_id = exp.experiment_id
-        if exp.lifecycle_stage == "deleted":
-            retry(lambda: client.restore_experiment(exp_id))
+    with _first_use_lock(uri):  # a fresh SQLite store: one process creates its tables
+        client = _client(uri)
+        exp = retry(lambda: client.get_experiment_by_name(name))
+        if exp is None:
+            exp_id = _create_experiment(client, name, uri)
+        else:
+            exp_id = exp.experiment_id
+            if exp.lifecycle_stage == "deleted":
+                retry(lambda: client.restore_experiment(exp_id))
     if resume:
         # The path is compared here, not in the filter: it holds the user's sweep name, and a quote in it
         # would end the filter's string literal.
@@ -232,6 +269,15 @@ class TrialRun:
         retry(lambda: self.client.set_terminated(self.run_id, status))
 
 
+def _error_file_text(trial) -> str:
+    """The trial's error.txt on the driver: at callback time Tune's get_error() may not find it in storage yet."""
+    path = getattr(trial, "error_file", None)
+    try:
+        return Path(path).read_text() if path else ""
+    except OSError:
+        return ""
+
+
 def trial_status_callback(ctx: TrackingContext, scheduler: str):
     """A Tune callback on the driver that closes child runs the trial itself could not close."""
     from ray import tune
@@ -256,7 +302,8 @@ def trial_status_callback(ctx: TrackingContext, scheduler: str):
                 return
             client = _client(ctx.uri)
             if "gitune.error" not in run.data.tags:  # the trial's own reason, when it could give one, wins
-                lines = [ln for ln in str(trial.get_error() or "trial errored").splitlines() if ln.strip()]
+                lines = [ln for ln in str(trial.get_error() or _error_file_text(trial) or "trial errored").splitlines()
+                         if ln.strip()]
                 reason = redact(lines[-1] if lines else "")[:5000]
                 retry(lambda: client.set_tag(run.info.run_id, "gitune.error", reason))
             retry(lambda: client.set_terminated(run.info.run_id, "FAILED"))

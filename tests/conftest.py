@@ -12,6 +12,9 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "true"
 os.environ.pop("RAY_ADDRESS", None)
+# Ray swaps 127.0.0.1 for the machine's routable address (and listens on every interface) unless its
+# multi-machine support is off; with it off, the test Ray listens on the loopback only.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")

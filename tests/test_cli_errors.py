@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sweep_env import sweep_env  # noqa: F401 (a fixture: private Ray temp folder, nothing leaves this machine)
 
 from gitune import sweep
 
@@ -235,18 +236,18 @@ def test_bad_input_one_line_exit_2_nothing_written(index, tmp_path, monkeypatch,
     assert list(work.iterdir()) == [], (name, list(work.iterdir()))  # no mlflow.db, no ray_results
 
 
-def test_real_command_line_exits_2_without_traceback(tmp_path):
+def test_real_command_line_exits_2_without_traceback(tmp_path, sweep_env):
     bad = tmp_path / "bad.yaml"
     bad.write_text(GOOD.replace("loss: ce", "").replace("train: {epochs: 3}", "train: {epochs: 3, loss: nope}"))
     out = subprocess.run([sys.executable, "-m", "gitune.sweep", "--space", str(bad)], capture_output=True,
-                         text=True, cwd=tmp_path, timeout=120)
+                         text=True, cwd=tmp_path, timeout=120, env=sweep_env)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         f"gitune: error: {bad}: config.train.loss: expected one of: ce, ldam, focal, logit_adjusted, got 'nope'"]
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_argparse_errors_are_one_line(tmp_path):
+def test_argparse_errors_are_one_line(tmp_path, sweep_env):
     out = subprocess.run([sys.executable, "-m", "gitune.sweep", "--bogus"], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=120)
+                         cwd=tmp_path, timeout=120, env=sweep_env)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1

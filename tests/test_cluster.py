@@ -7,16 +7,15 @@ The cluster lives in a helper process and the sweeps run as `python -m gitune.sw
 here touches the test session's own local Ray (conftest's `ray_session`)."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 
 import pytest
 from mlflow.tracking import MlflowClient
+from sweep_env import local_env, private_ray_tmpdir
 
 pytestmark = pytest.mark.slow  # in `make test`; `make test-fast` leaves it out
 
@@ -25,8 +24,10 @@ CLUSTER = """
 import json, sys
 from ray.cluster_utils import Cluster
 
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-cluster.add_node(num_cpus=1)
+# Both nodes on the loopback address: the simulated cluster is reachable from this machine only.
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                        "node_ip_address": "127.0.0.1"})
+cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
 cluster.wait_for_nodes()
 ids = [cluster.head_node.node_id] + [n.node_id for n in cluster.worker_nodes]
 print(json.dumps({"address": cluster.address, "node_ids": ids}), flush=True)
@@ -64,8 +65,10 @@ def cluster():
     # A private Ray temp dir (short: it holds Unix sockets): Cluster writes its address to
     # <temp>/ray/ray_current_cluster, where any other process's plain ray.init() on this machine would find
     # and join it. Kept out of the shared /tmp/ray.
-    temp = tempfile.mkdtemp(prefix="gtc", dir="/tmp")
-    env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_TMPDIR": temp}
+    temp = private_ray_tmpdir()
+    # Ray on Linux would swap 127.0.0.1 for the machine's routable address, in the helper and in the sweeps
+    # that join it, unless its cluster support is off (as gitune.sweep does for a local Ray of its own).
+    env = local_env(temp, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     proc = subprocess.Popen([sys.executable, "-c", CLUSTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env)
     try:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from sweep_env import sweep_env  # noqa: F401 (a fixture: private Ray temp folder, nothing leaves this machine)
 
 pytestmark = pytest.mark.slow  # in `make test`; `make test-fast` leaves it out
 
@@ -53,9 +54,6 @@ def _command(tmp_path, name, generator=False, storage=None):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     return [sys.executable, "-m", "gitune.sweep", "--space", str(space), "--tracking-uri", uri,
             "--storage", storage or str(tmp_path / "rr")], uri
-
-
-ENV = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0", "PYTHONUNBUFFERED": "1", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
 
 
 def _runs(client, name):
@@ -136,11 +134,11 @@ def _check_one_run_per_trial_none_running(client, name, trials=2):
 
 
 @pytest.mark.timeout(400)
-def test_kill_9_trial_worker_retries_from_checkpoint(tmp_path):
+def test_kill_9_trial_worker_retries_from_checkpoint(tmp_path, sweep_env):
     args, uri = _command(tmp_path, "worker-kill")
     log = tmp_path / "sweep.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(args, cwd=tmp_path, env=ENV, stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(args, cwd=tmp_path, env=sweep_env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
         client = MlflowClient(uri)
@@ -173,12 +171,12 @@ def test_kill_9_trial_worker_retries_from_checkpoint(tmp_path):
 
 
 @pytest.mark.timeout(500)
-def test_kill_9_driver_and_process_group_then_resume(tmp_path):
+def test_kill_9_driver_and_process_group_then_resume(tmp_path, sweep_env):
     # Storage given as a URI (file://, read through pyarrow like s3:// or gs://): --resume finds the run there.
     args, uri = _command(tmp_path, "driver-kill", generator=True, storage=f"file://{tmp_path}/rr")
     log = tmp_path / "first.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(args, cwd=tmp_path, env=ENV, stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(args, cwd=tmp_path, env=sweep_env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     client = MlflowClient(uri)
     tree: set[int] = set()
@@ -210,7 +208,7 @@ def test_kill_9_driver_and_process_group_then_resume(tmp_path):
     assert {c.info.status for c in children} == {"RUNNING"}  # nobody could close them: kill -9
 
     t0 = time.time()
-    out = subprocess.run(args + ["--resume"], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=400)
+    out = subprocess.run(args + ["--resume"], cwd=tmp_path, env=sweep_env, capture_output=True, text=True, timeout=400)
     resume_s = time.time() - t0
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-4000:]

@@ -1,7 +1,6 @@
 """Interrupt a real sweep mid-trial (Ctrl-C on the CLI), resume it, and check that the trial continued from
 its checkpoint at the right epoch, in the same MLflow run."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import time
 
 import pytest
 from mlflow.tracking import MlflowClient
+from sweep_env import sweep_env  # noqa: F401 (a fixture: private Ray temp folder, nothing leaves this machine)
 
 SPEC = """
 name: resumable
@@ -34,13 +34,13 @@ def _child(client, exp_name):
 
 
 @pytest.mark.timeout(500)
-def test_interrupt_then_resume_continues_same_run_at_checkpoint_epoch(tmp_path):
+def test_interrupt_then_resume_continues_same_run_at_checkpoint_epoch(tmp_path, sweep_env):
     space = tmp_path / "space.yaml"
     space.write_text(textwrap.dedent(SPEC))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     args = [sys.executable, "-m", "gitune.sweep", "--space", str(space), "--tracking-uri", uri,
             "--storage", str(tmp_path / "rr")]
-    env = {**os.environ, "RAY_AIR_NEW_OUTPUT": "0", "PYTHONUNBUFFERED": "1"}
+    env = sweep_env
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     client = MlflowClient(uri)

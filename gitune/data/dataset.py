@@ -15,10 +15,10 @@ from torch import Tensor
 from gitune.data.augment import to_float
 from gitune.data.nuisances import apply_nuisance, validate_nuisance
 from gitune.data.profiles import class_counts as profile_counts
-from gitune.data.raw import RawData
+from gitune.data.raw import MAX_CLASSES, RawData, check_labels_within
 from gitune.data.sources import validate_data_config
 from gitune.data.synthetic import make_glyphs
-from gitune.errors import UserError
+from gitune.errors import UserError, shown
 from gitune.registry import resolve
 
 # Independent seed streams derived from data.seed / data.instance.
@@ -96,7 +96,7 @@ def transformed_classes(cfg: dict, spec: dict, num_classes: int) -> list[int]:
     if rank is None:
         return list(range(num_classes))
     if not 1 <= int(rank) <= num_classes:
-        raise UserError(f"data.nuisance_rank: {rank!r}: expected a class rank within 1..{num_classes}")
+        raise UserError(f"data.nuisance_rank: {shown(rank)}: expected a class rank within 1..{num_classes}")
     return [ranked_classes(cfg, num_classes)[int(rank) - 1]]
 
 
@@ -171,11 +171,23 @@ def build_glyphs(cfg: dict) -> LongTailData:
     return _finish(splits, c, [f"glyph{i:02d}" for i in range(c)], natural, spec, classes)
 
 
+def _check_raw_labels(raw: RawData, name: str) -> None:
+    """Any registered source's labels within 0..num_classes-1 (and num_classes bounded), before bincount and
+    the per-class lists are sized by them."""
+    where = f"data.name: {name}"
+    if not 1 <= raw.num_classes <= MAX_CLASSES:
+        raise UserError(f"{where}: the source declares {raw.num_classes} classes (expected 1..{MAX_CLASSES:,})")
+    for what, y in (("train labels", raw.train_labels), ("test labels", raw.test_labels)):
+        if y is not None and len(y):
+            check_labels_within(int(y.min()), int(y.max()), raw.num_classes, what, where)
+
+
 def _split_indices(raw: RawData, cfg: dict) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray] | None]:
     """Per class: train indices (first n_c of the available images), val indices, held-out test indices."""
     seed = int(cfg.get("seed", 0))
     v = int(cfg["val_per_class"])
     labels = raw.train_labels.numpy()
+    _check_raw_labels(raw, cfg["name"])
     order = np.argsort(labels, kind="stable")
     per_class = np.split(order, np.cumsum(np.bincount(labels, minlength=raw.num_classes))[:-1])
 
@@ -187,7 +199,7 @@ def _split_indices(raw: RawData, cfg: dict) -> tuple[list[np.ndarray], list[np.n
         for c, idx in enumerate(per_class):
             if len(idx) < t + v + 1:
                 raise UserError(
-                    f"data.test_per_class: class {raw.class_names[c]!r} has {len(idx)} images, fewer than "
+                    f"data.test_per_class: class {shown(raw.class_names[c])} has {len(idx)} images, fewer than "
                     f"test_per_class ({t}) + val_per_class ({v}) + 1 training image (expected smaller values "
                     f"or a source test set)")
             pick = np.zeros(len(idx), dtype=bool)
@@ -209,7 +221,7 @@ def _split_indices(raw: RawData, cfg: dict) -> tuple[list[np.ndarray], list[np.n
             n_c = len(idx) - v
             if n_c < 1:
                 raise UserError(
-                    f"data.val_per_class: class {raw.class_names[c]!r} has {len(idx)} usable images, "
+                    f"data.val_per_class: class {shown(raw.class_names[c])} has {len(idx)} usable images, "
                     f"not enough for val_per_class ({v}) + 1 training image (expected a smaller value)")
             val = idx[n_c:]
         train_idx.append(idx[:n_c])

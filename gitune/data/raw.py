@@ -14,6 +14,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gitune.errors import UserError
+
+
+# Bounds on what a data source may make gitune allocate, checked from headers before anything is decoded
+# (README, "Data"): a hostile or corrupt file is refused in one line instead of exhausting memory.
+MAX_CLASSES = 100_000  # classes inferred from labels (max + 1): a larger label is refused before bincount
+MAX_DATA_BYTES = 8 * 2**30  # decoded arrays of one source together (npz members, ImageFolder images)
+MAX_ZIP_RATIO = 2000  # declared / compressed size of an npz member (deflate cannot pass ~1030)
+MAX_IMAGE_PIXELS = 2**26  # width × height of one ImageFolder image (8192 × 8192)
+MAX_FOLDER_IMAGES = 2_000_000  # image files in one ImageFolder
+
 
 @dataclass
 class RawData:
@@ -42,6 +53,18 @@ def abspath(p) -> str:
 def is_int(v) -> bool:
     """True for Python / NumPy integers, not for bools."""
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def check_labels_within(low: int, high: int, num_classes: int | None, what: str, where: str) -> None:
+    """Labels (their min and max) must be class indices 0..K-1, K known or at most MAX_CLASSES: checked before
+    anything is allocated by the largest label (bincount, one-hot), which for 2**40 would be terabytes."""
+    bound = MAX_CLASSES if num_classes is None else num_classes
+    if low < 0:
+        raise UserError(f"{where}: {what} has negative label {low} (expected class indices 0..K-1)")
+    if high >= bound:
+        expected = (f"0..{bound - 1} for the {bound} classes" if num_classes is not None
+                    else f"0..K-1 with at most {MAX_CLASSES:,} classes")
+        raise UserError(f"{where}: {what} has label {high} (expected class indices {expected})")
 
 
 def pil_array(im, mode: str, size: int | None) -> np.ndarray:

@@ -8,8 +8,10 @@ key and/or path and what was expected, so the CLI can report it before Ray start
 
 from __future__ import annotations
 
+import math
 import os
 import tarfile
+import warnings
 import zipfile
 
 import numpy as np
@@ -18,8 +20,9 @@ from torch import Tensor
 
 from gitune.config import check_data_rules, check_value
 from gitune.data.nuisances import validate_nuisance
-from gitune.data.raw import RawData, abspath, conform, one_line, pil_array
-from gitune.errors import UserError
+from gitune.data.raw import (MAX_DATA_BYTES, MAX_FOLDER_IMAGES, MAX_IMAGE_PIXELS, MAX_ZIP_RATIO, RawData, abspath,
+                              check_labels_within, conform, one_line, pil_array)
+from gitune.errors import UserError, shown
 from gitune.registry import SOURCE_CHECKS, resolve
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -123,33 +126,104 @@ def _npz_array(npz, name: str, where: str) -> np.ndarray:
         raise UserError(f"{where}: array {name!r} is unreadable ({one_line(err)})")
 
 
-def _check_images(a: np.ndarray, name: str, where: str) -> np.ndarray:
-    if a.dtype != np.uint8:
-        raise UserError(f"{where}: array {name!r} has dtype {a.dtype} (expected uint8 pixel values 0..255)")
-    shape = a.shape
-    if a.ndim == 3:
-        a = a[..., None]
-    elif a.ndim != 4:
-        raise UserError(f"{where}: array {name!r} has shape {a.shape} (expected N×H×W or N×H×W×C)")
-    if a.shape[-1] not in (1, 3):
-        raise UserError(f"{where}: array {name!r} has {a.shape[-1]} channels in shape {a.shape} "
+def _npz_members(path: str, where: str) -> dict[str, zipfile.ZipInfo]:
+    """Array name (as np.load names it) → zip member, from the archive's directory (nothing decompressed)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError) as err:
+        raise UserError(f"{where}: cannot open as npz ({one_line(err)}); {_NPZ_EXPECT}")
+    return {i.filename[:-4] if i.filename.endswith(".npy") else i.filename: i for i in infos}
+
+
+def _npy_header(path: str, info: zipfile.ZipInfo, name: str, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a member's .npy header, refused before numpy allocates what the header claims: a
+    member larger than MAX_DATA_BYTES, compressed beyond MAX_ZIP_RATIO (a zip bomb) or claiming more bytes than
+    it holds."""
+    at = f"{where}: array {name!r} (member {info.filename})"
+    if info.file_size > MAX_DATA_BYTES:
+        raise UserError(f"{at}: {info.file_size:,} bytes uncompressed (expected at most {MAX_DATA_BYTES:,} bytes)")
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1):
+        raise UserError(f"{at}: declares {info.file_size:,} bytes from {info.compress_size:,} compressed "
+                        f"(expected a ratio of at most {MAX_ZIP_RATIO}; a zip bomb?)")
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version not in readers:
+                raise ValueError(f".npy format version {version} (expected 1.0 or 2.0, as numpy.savez writes)")
+            shape, _, dtype = readers[version](f)
+            header_size = f.tell()
+    except Exception as err:
+        raise UserError(f"{at}: not a readable .npy array ({one_line(err)}); {_NPZ_EXPECT}")
+    size = math.prod(shape) * dtype.itemsize
+    if size > MAX_DATA_BYTES:
+        raise UserError(f"{at}: header declares shape {shape} of {dtype}, {size:,} bytes "
+                        f"(expected at most {MAX_DATA_BYTES:,} bytes)")
+    if size > info.file_size - header_size:
+        raise UserError(f"{at}: header declares shape {shape} of {dtype}, {size:,} bytes, but the member holds "
+                        f"{info.file_size - header_size:,} (expected a complete array, as numpy.savez writes)")
+    return shape, dtype
+
+
+def _check_images(shape: tuple[int, ...], dtype: np.dtype, name: str, where: str) -> None:
+    """An images array's header: uint8 N×H×W or N×H×W×C, C = 1 or 3, nothing empty."""
+    if dtype != np.uint8:
+        raise UserError(f"{where}: array {name!r} has dtype {dtype} (expected uint8 pixel values 0..255)")
+    full = _nhwc_shape(shape)
+    if len(full) != 4:
+        raise UserError(f"{where}: array {name!r} has shape {shape} (expected N×H×W or N×H×W×C)")
+    if full[-1] not in (1, 3):
+        raise UserError(f"{where}: array {name!r} has {full[-1]} channels in shape {full} "
                         f"(expected N×H×W×C with C = 1 or 3)")
-    if a.shape[0] == 0 or a.shape[1] == 0 or a.shape[2] == 0:
+    if 0 in full[:3]:
         raise UserError(f"{where}: array {name!r} is empty (shape {shape}); {_NPZ_EXPECT}")
-    return a
 
 
-def _check_labels(a: np.ndarray, name: str, n_images: int, images_name: str, where: str) -> np.ndarray:
-    if not np.issubdtype(a.dtype, np.integer):
-        raise UserError(f"{where}: array {name!r} has dtype {a.dtype} (expected integer class indices)")
-    if a.ndim != 1:
-        raise UserError(f"{where}: array {name!r} has shape {a.shape} (expected a 1-D array of class indices)")
-    if len(a) != n_images:
-        raise UserError(f"{where}: array {name!r} has {len(a)} entries but {images_name!r} has {n_images} images "
+def _check_labels(shape: tuple[int, ...], dtype: np.dtype, name: str, n_images: int, images_name: str,
+                  where: str) -> None:
+    """A labels array's header: one integer per image."""
+    if not np.issubdtype(dtype, np.integer):
+        raise UserError(f"{where}: array {name!r} has dtype {dtype} (expected integer class indices)")
+    if len(shape) != 1:
+        raise UserError(f"{where}: array {name!r} has shape {shape} (expected a 1-D array of class indices)")
+    if shape[0] != n_images:
+        raise UserError(f"{where}: array {name!r} has {shape[0]} entries but {images_name!r} has {n_images} images "
                         f"(expected one label per image)")
-    if len(a) and int(a.min()) < 0:
-        raise UserError(f"{where}: array {name!r} has negative label {int(a.min())} (expected 0..K-1)")
+
+
+def _read_labels(npz, name: str, where: str) -> np.ndarray:
+    """A labels array as int64, its values within 0..MAX_CLASSES-1 before anything is sized by them."""
+    a = _npz_array(npz, name, where)
+    check_labels_within(int(a.min()), int(a.max()), None, f"array {name!r}", where)
     return a.astype(np.int64)
+
+
+def _check_npz_headers(path: str, where: str) -> set[str]:
+    """Every array gitune reads, checked from its header (shape, dtype, size) before any is decompressed;
+    returns the array names."""
+    members = _npz_members(path, where)
+    keys = set(members)
+    for req in ("images", "labels"):
+        if req not in keys:
+            raise UserError(f"{where}: missing array {req!r} ({_NPZ_EXPECT}); found {shown(sorted(keys))}")
+    if ("test_images" in keys) != ("test_labels" in keys):
+        have, miss = ("test_images", "test_labels") if "test_images" in keys else ("test_labels", "test_images")
+        raise UserError(f"{where}: has {have!r} but no {miss!r} (expected both or neither)")
+    used = [k for k in ("images", "labels", "test_images", "test_labels", "class_names") if k in keys]
+    headers = {k: _npy_header(path, members[k], k, where) for k in used}
+    if sum(math.prod(s) * d.itemsize for s, d in headers.values()) > MAX_DATA_BYTES:
+        raise UserError(f"{where}: the arrays together exceed {MAX_DATA_BYTES:,} bytes (expected at most that)")
+    for images, labels in (("images", "labels"), ("test_images", "test_labels")):
+        if images in headers:
+            _check_images(*headers[images], images, where)
+            _check_labels(*headers[labels], labels, headers[images][0][0], images, where)
+    if "test_images" in headers:
+        test_shape, train_shape = (_nhwc_shape(headers[k][0])[1:] for k in ("test_images", "images"))
+        if test_shape != train_shape:
+            raise UserError(f"{where}: array 'test_images' has image shape {test_shape} but "
+                            f"'images' has {train_shape} (expected the same H×W×C)")
+    return keys
 
 
 def _read_npz(cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, list[str] | None]:
@@ -160,6 +234,7 @@ def _read_npz(cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.
         raise UserError(f"{where}: file not found ({_NPZ_EXPECT} in an .npz file)")
     if not zipfile.is_zipfile(path):
         raise UserError(f"{where}: not an npz archive (write it with numpy.savez; {_NPZ_EXPECT})")
+    keys = _check_npz_headers(path, where)
     try:
         npz = np.load(path, allow_pickle=False)
     except Exception as err:
@@ -167,15 +242,7 @@ def _read_npz(cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.
     if not hasattr(npz, "files"):
         raise UserError(f"{where}: not an npz archive (write it with numpy.savez; {_NPZ_EXPECT})")
     with npz:
-        keys = set(npz.files)
-        for req in ("images", "labels"):
-            if req not in keys:
-                raise UserError(f"{where}: missing array {req!r} ({_NPZ_EXPECT}); found {sorted(keys)}")
-        if ("test_images" in keys) != ("test_labels" in keys):
-            have, miss = ("test_images", "test_labels") if "test_images" in keys else ("test_labels", "test_images")
-            raise UserError(f"{where}: has {have!r} but no {miss!r} (expected both or neither)")
-        images = _check_images(_npz_array(npz, "images", where), "images", where)
-        labels = _check_labels(_npz_array(npz, "labels", where), "labels", len(images), "images", where)
+        labels = _read_labels(npz, "labels", where)
         k = int(labels.max()) + 1
         counts = np.bincount(labels, minlength=k)
         if (counts == 0).any():
@@ -186,12 +253,7 @@ def _read_npz(cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.
             raise UserError(f"{where}: array 'labels' has a single class (expected at least 2 classes)")
         test_images = test_labels = None
         if "test_images" in keys:
-            test_images = _check_images(_npz_array(npz, "test_images", where), "test_images", where)
-            if test_images.shape[1:] != images.shape[1:]:
-                raise UserError(f"{where}: array 'test_images' has image shape {test_images.shape[1:]} but "
-                                f"'images' has {images.shape[1:]} (expected the same H×W×C)")
-            test_labels = _check_labels(_npz_array(npz, "test_labels", where), "test_labels",
-                                        len(test_images), "test_images", where)
+            test_labels = _read_labels(npz, "test_labels", where)
             if int(test_labels.max()) >= k:
                 raise UserError(f"{where}: array 'test_labels' has label {int(test_labels.max())} but 'labels' "
                                 f"has classes 0..{k - 1} only (expected test labels among the training classes)")
@@ -202,7 +264,18 @@ def _read_npz(cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.
                 raise UserError(f"{where}: array 'class_names' has dtype {cn.dtype} and shape {cn.shape} "
                                 f"(expected a 1-D string array with one name per class, {k} names)")
             names = [v.decode() if isinstance(v, bytes) else str(v) for v in cn.tolist()]
+        images = _as_nhwc(_npz_array(npz, "images", where))
+        if "test_images" in keys:
+            test_images = _as_nhwc(_npz_array(npz, "test_images", where))
     return images, labels, test_images, test_labels, names
+
+
+def _nhwc_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return shape + (1,) if len(shape) == 3 else shape
+
+
+def _as_nhwc(a: np.ndarray) -> np.ndarray:
+    return a[..., None] if a.ndim == 3 else a
 
 
 def _default_natural(cfg: dict, channels: int) -> bool:
@@ -260,12 +333,14 @@ def _folder_layout(cfg: dict) -> tuple[dict[str, list[str]], dict[str, list[str]
         return out
 
     train = classes_of(train_root, True)
+    _check_file_count(train, train_root)
     if len(train) < 2:
         raise UserError(f"data.path: {train_root}: only one class folder (expected at least 2 classes)")
     test = None
     test_root = os.path.join(root, "test")
     if has_split and os.path.isdir(test_root):
         test = classes_of(test_root, False)
+        _check_file_count(test, test_root)
         extra = sorted(set(test) - set(train))
         if extra:
             raise UserError(f"data.path: {os.path.join(test_root, extra[0])}: test class not among the training "
@@ -275,21 +350,58 @@ def _folder_layout(cfg: dict) -> tuple[dict[str, list[str]], dict[str, list[str]
     return train, test
 
 
-def _read_images(files: list[str], cfg: dict, shape_ref: list) -> np.ndarray:
-    """Decode every file once with PIL into one N×H×W×C uint8 array."""
+def _check_file_count(classes: dict[str, list[str]], folder: str) -> None:
+    """At most MAX_FOLDER_IMAGES image files, counted before any is opened."""
+    n = sum(len(files) for files in classes.values())
+    if n > MAX_FOLDER_IMAGES:
+        raise UserError(f"data.path: {folder}: {n:,} image files (expected at most {MAX_FOLDER_IMAGES:,})")
+
+
+def _open_image(f: str):
+    """PIL's lazy open (the header only), refused when the header declares more than MAX_IMAGE_PIXELS pixels:
+    checked before .convert/.load decode it, as PIL's own bomb check is a warning below 2 × its limit."""
     from PIL import Image
 
+    try:
+        with warnings.catch_warnings():  # PIL warns on > its limit; the size is checked below instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(f)
+    except Image.DecompressionBombError as err:
+        raise UserError(f"data.path: {f}: image too large to decode ({one_line(err)}; expected at most "
+                        f"{MAX_IMAGE_PIXELS:,} pixels)")
+    w, h = im.size
+    if w * h > MAX_IMAGE_PIXELS:
+        im.close()
+        raise UserError(f"data.path: {f}: image header declares {w}×{h} pixels (expected at most "
+                        f"{MAX_IMAGE_PIXELS:,} pixels per image)")
+    return im
+
+
+def _check_total_bytes(shape: tuple[int, ...], n: int, f: str) -> None:
+    """n images the shape of the first (file f) must fit MAX_DATA_BYTES, checked before the rest are decoded."""
+    size = n * math.prod(shape)
+    if size > MAX_DATA_BYTES:
+        raise UserError(f"data.path: {f}: {n:,} images of {shape[1]}×{shape[0]}×{shape[2]} would take {size:,} "
+                        f"bytes (expected at most {MAX_DATA_BYTES:,}; set data.image_size to shrink them)")
+
+
+def _read_images(files: list[str], cfg: dict, shape_ref: list, n_total: int) -> np.ndarray:
+    """Decode every file once with PIL into one N×H×W×C uint8 array (n_total: the images of every split, for
+    the memory bound checked at the first one)."""
     mode = "L" if cfg.get("channels") == 1 else "RGB"
     size = cfg.get("image_size")
     out = []
     for f in files:
         try:
-            with Image.open(f) as im:
+            with _open_image(f) as im:
                 a = pil_array(im, mode, size)
+        except UserError:
+            raise
         except Exception as err:
             raise UserError(f"data.path: {f}: cannot read image ({one_line(err)})")
         if not shape_ref:
             shape_ref.extend([a.shape, f])
+            _check_total_bytes(a.shape, n_total, f)
         elif a.shape != shape_ref[0]:
             h, w = a.shape[:2]
             h0, w0 = shape_ref[0][:2]
@@ -304,11 +416,12 @@ def load_imagefolder(cfg: dict) -> RawData:
     train, test = _folder_layout(cfg)
     names = list(train)
     shape_ref: list = []
+    n_total = sum(len(v) for split in (train, test or {}) for v in split.values())
 
     def load(split: dict[str, list[str]]) -> tuple[Tensor, Tensor]:
         files = [f for c in names for f in split.get(c, [])]
         labels = [i for i, c in enumerate(names) for _ in split.get(c, [])]
-        a = _read_images(files, cfg, shape_ref)
+        a = _read_images(files, cfg, shape_ref, n_total)
         return torch.from_numpy(a).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels, dtype=torch.int64)
 
     xtr, ytr = load(train)

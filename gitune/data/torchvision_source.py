@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gitune.data.raw import RawData, abspath, conform, is_int, one_line, pil_array
-from gitune.errors import UserError
+from gitune.data.raw import RawData, abspath, check_labels_within, conform, is_int, one_line, pil_array
+from gitune.errors import UserError, shown
 
 _TV_EXAMPLES = "MNIST, KMNIST, FashionMNIST, EMNIST, SVHN, GTSRB"
 _TV_SUPPLIED = ("root", "train", "split", "download")  # constructor arguments gitune fills in
@@ -72,7 +72,7 @@ def _tv_class(cfg: dict) -> type:
         public = [n for n in dir(datasets) if not n.startswith("_") and inspect.isclass(getattr(datasets, n))]
         near = [n for n in public if n.lower() == name.lower()]
         hint = f"; did you mean {near[0]!r}?" if near else ""
-        raise UserError(f"data.dataset: {name!r} is not a torchvision dataset ({expected}){hint}")
+        raise UserError(f"data.dataset: {shown(name)} is not a torchvision dataset ({expected}){hint}")
     return cls
 
 
@@ -97,9 +97,9 @@ def make_plan(cfg: dict) -> _TVPlan:
         if not subset:
             raise UserError(f"data.subset: required when data.dataset is {name} (expected {listing})")
         if choices and subset not in choices:
-            raise UserError(f"data.subset: {subset!r} is not a {name} subset (expected {listing})")
+            raise UserError(f"data.subset: {shown(subset)} is not a {name} subset (expected {listing})")
     elif subset is not None:
-        raise UserError(f"data.subset: {subset!r}: {name} has no subsets (expected null; data.subset picks the "
+        raise UserError(f"data.subset: {shown(subset)}: {name} has no subsets (expected null; data.subset picks the "
                         f"`split` of datasets such as EMNIST)")
     root = None
     if "root" in params:
@@ -182,7 +182,7 @@ def _tv_split(plan: _TVPlan, which: str, download: bool):
         except _NoSuchSplit as err:
             last = err
     if plan.mode == "split+train":
-        raise UserError(f"data.subset: {plan.subset!r} is not a {plan.name} subset ({one_line(last)})")
+        raise UserError(f"data.subset: {shown(plan.subset)} is not a {plan.name} subset ({one_line(last)})")
     if train:
         raise UserError(f"{_tv_where(plan)}: no training split (tried split = {', '.join(_TV_TRAIN_SPLITS)}; "
                         f"{one_line(last)})")
@@ -221,8 +221,7 @@ def _tv_label(y, where: str) -> int:
         y = y.item()
     if is_int(y):
         return int(y)
-    text = " ".join(repr(y).split())
-    text = text if len(text) <= 60 else text[:57] + "..."
+    text = " ".join(shown(y, 60).split())
     raise UserError(f"{where}: target is {type(y).__name__} {text} (expected an integer class index; "
                     f"gitune needs an image classification dataset)")
 
@@ -336,6 +335,8 @@ def load(cfg: dict) -> RawData:
         if classes is not None and hi >= len(classes):
             raise UserError(f"{_tv_where(plan)}: {split} label {hi} is out of range (expected 0..{len(classes) - 1} "
                             f"for the {len(classes)} classes the dataset lists)")
+        if classes is None:  # K inferred from the labels: bounded before bincount sizes arrays by it
+            check_labels_within(lo, hi, None, f"the {split} split", _tv_where(plan))
     k = len(classes) if classes is not None else 1 + max(int(ytr.max()), int(yte.max()) if yte is not None else 0)
     names = [str(c) for c in classes] if classes is not None else [str(c) for c in range(k)]
 

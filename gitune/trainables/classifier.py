@@ -20,7 +20,8 @@ from typing import Any, Iterable
 import torch
 from ray import tune
 
-from gitune.config import check_augmentation_sources, flatten, has_nuisance, resolve_trial_config
+from gitune.config import (TrialConfig, as_dict, check_augmentation_sources, flatten, has_nuisance,
+                           resolve_trial_config, typed_config)
 from gitune.errors import UserError
 from gitune.data.augment import normalize, random_crop, random_flip, standard_augment, to_float
 from gitune.data.dataset import LongTailData, build_dataset
@@ -168,10 +169,11 @@ def gpu_mem_peak_gb(device: torch.device) -> float:
     return torch.cuda.max_memory_reserved(device) / 2**30
 
 
-def trial_cpus(train_cfg: dict[str, Any]) -> int | None:
-    """CPUs this trial may use: train.threads, else the CPUs Ray assigned to it (None outside Ray)."""
-    if train_cfg.get("threads"):
-        return int(train_cfg["threads"])
+def trial_cpus(train: Any) -> int | None:
+    """CPUs this trial may use (`train`: the typed train block): train.threads, else the CPUs Ray assigned to
+    it (None outside Ray)."""
+    if train.threads:
+        return int(train.threads)
     try:
         import ray
 
@@ -248,7 +250,7 @@ def _log_per_class(run: TrialRun, data: LongTailData, metrics: dict[str, float],
 class Trial:
     """Everything one classifier trial trains with, built the same way for Tune trials and bare loops."""
 
-    cfg: dict[str, Any]
+    cfg: TrialConfig  # typed: cfg.train.epochs (gitune.config.typed_config)
     device: torch.device
     data: LongTailData
     compute: Compute
@@ -271,49 +273,47 @@ class Trial:
 
 
 def build_trial(config: dict[str, Any], device: torch.device, generator: dict[str, Any] | None = None) -> Trial:
-    """Data, model, optimizer, schedule, loss, RNG streams, loader and mixers of one trial, from its config."""
-    cfg = resolve_trial_config(config)
-    tr, ev, opt, gc = cfg["train"], cfg["eval"], cfg["optim"], cfg["git"]
-    oracle_prob = cfg["aug"]["oracle_prob"]
-    check_augmentation_sources([gc["prob"]], [oracle_prob], generator is not None, has_nuisance(cfg))
-    if tr["threads"]:
-        torch.set_num_threads(tr["threads"])
-    set_deterministic(bool(tr.get("deterministic", False)))  # before any CUDA work; .get: configs of older runs
-    data = build_dataset(cfg["data"])
+    """Data, model, optimizer, schedule, loss, RNG streams, loader and mixers of one trial, from its config
+    (the dict Tune sampled): typed once here, after its derived defaults are filled in."""
+    cfg = typed_config(resolve_trial_config(config))
+    tr, ev, opt, gc, oracle_prob = cfg.train, cfg.eval, cfg.optim, cfg.git, cfg.aug.oracle_prob
+    check_augmentation_sources([gc.prob], [oracle_prob], generator is not None, has_nuisance(as_dict(cfg)))
+    if tr.threads:
+        torch.set_num_threads(tr.threads)
+    set_deterministic(bool(tr.deterministic))  # before any CUDA work
+    data = build_dataset(as_dict(cfg.data))
     counts, C = data.class_counts, data.num_classes
-    crop_pad = tr["crop_pad"] if tr["crop_pad"] is not None else (4 if data.natural else 0)
-    flip = tr["flip"] if tr["flip"] is not None else data.natural
+    crop_pad = tr.crop_pad if tr.crop_pad is not None else (4 if data.natural else 0)
+    flip = tr.flip if tr.flip is not None else data.natural
 
-    torch.manual_seed(tr["seed"])
-    compute = resolve_compute(tr, device)
-    cudnn_autotune(bool(tr.get("deterministic", False)))
-    model = compute.prepare(create_model(cfg["model"]["arch"], C, data.image_shape[0],
-                                         cosine_head=needs_cosine_head(tr["loss"]),
-                                         cosine_scale=tr["ldam_s"]).to(device))
-    optimizer = build_optimizer(model, opt["lr"], opt["momentum"], opt["weight_decay"], opt["nesterov"])
-    scheduler = build_scheduler(optimizer, opt["warmup_epochs"], opt["milestones"], opt["gamma"])
-    loss_fn = build_loss(tr["loss"], counts, focal_gamma=tr["focal_gamma"], ldam_max_m=tr["ldam_max_m"],
-                         ldam_s=tr["ldam_s"], la_tau=tr["la_tau"]).to(device)
-    gens = {name: torch.Generator(device=device).manual_seed(stream_seed(tr["seed"], i))
+    torch.manual_seed(tr.seed)
+    compute = resolve_compute(as_dict(tr), device)
+    cudnn_autotune(bool(tr.deterministic))
+    model = compute.prepare(create_model(cfg.model.arch, C, data.image_shape[0],
+                                         cosine_head=needs_cosine_head(tr.loss), cosine_scale=tr.ldam_s).to(device))
+    optimizer = build_optimizer(model, opt.lr, opt.momentum, opt.weight_decay, opt.nesterov)
+    scheduler = build_scheduler(optimizer, opt.warmup_epochs, opt.milestones, opt.gamma)
+    loss_fn = build_loss(tr.loss, counts, focal_gamma=tr.focal_gamma, ldam_max_m=tr.ldam_max_m,
+                         ldam_s=tr.ldam_s, la_tau=tr.la_tau).to(device)
+    gens = {name: torch.Generator(device=device).manual_seed(stream_seed(tr.seed, i))
             for i, name in enumerate(RNG_STREAMS)}
-    loader = DeviceLoader(data.train, tr["batch_size"], device, gens["sample"], drop_last=compute.compile)
-    inv_set = _invariance_subset(data, ev["inv_images_per_class"], device)
-    extra = ev["extra_invariance"] and ev["inv_transforms"] >= 2 and len(inv_set.labels) >= 2
+    loader = DeviceLoader(data.train, tr.batch_size, device, gens["sample"], drop_last=compute.compile)
+    inv_set = _invariance_subset(data, ev.inv_images_per_class, device)
+    extra = ev.extra_invariance and ev.inv_transforms >= 2 and len(inv_set.labels) >= 2
     if extra:
-        check_layer(model, ev["latent_layer"])
+        check_layer(model, ev.latent_layer)
     gen_model = None
     mixers: list[GitAugmenter] = []
     if generator is not None:
         gen_model = compute.prepare(load_generator(generator, device, data.image_shape))
-        if gc["prob"] > 0:
-            mixers.append(GitAugmenter(gen_model, gc["prob"], gc["start_epoch"], counts, gc["class_threshold"],
-                                       gc["sampler"], loader.images, loader.labels, loader.epoch_indices,
-                                       gens["git"]))
+        if gc.prob > 0:
+            mixers.append(GitAugmenter(gen_model, gc.prob, gc.start_epoch, counts, gc.class_threshold, gc.sampler,
+                                       loader.images, loader.labels, loader.epoch_indices, gens["git"]))
     if oracle_prob > 0:
         # GIT with the true nuisance in the generator's place, on the untransformed training originals.
         clean = loader.images if data.clean_train is data.train else data.clean_train.images.to(device)
         mixers.append(GitAugmenter(lambda x01, rng: apply_nuisance(x01, data.nuisance, rng), oracle_prob,
-                                   gc["start_epoch"], counts, gc["class_threshold"], gc["sampler"], clean,
+                                   gc.start_epoch, counts, gc.class_threshold, gc.sampler, clean,
                                    loader.labels, loader.epoch_indices, gens["oracle"], prefix="oracle"))
     return Trial(cfg, device, data, compute, model, compute.compiled(model, trial_cpus(tr)), optimizer, scheduler, loss_fn, gens,
                  loader, Batches(data.val.images.to(device), data.val.labels.to(device)),
@@ -324,8 +324,8 @@ def build_trial(config: dict[str, Any], device: torch.device, generator: dict[st
 
 def train_one_epoch(t: Trial, epoch: int) -> dict[str, Any]:
     """One epoch (0-based) of training with the rule's sampler and weights, the mixers, and the LR step."""
-    tr = t.cfg["train"]
-    sampler, weights = rule_at_epoch(tr["rule"], epoch, t.data.class_counts, tr["deferred_epoch"], tr["beta"])
+    tr = t.cfg.train
+    sampler, weights = rule_at_epoch(tr.rule, epoch, t.data.class_counts, tr.deferred_epoch, tr.beta)
     t.loss_fn.set_weight(None if weights is None else weights.to(t.device))
     metrics: dict[str, Any] = {"epoch": epoch + 1, "lr": t.optimizer.param_groups[0]["lr"]}
     for mixer in t.mixers:
@@ -342,16 +342,16 @@ def evaluate_epoch(t: Trial, done: int, rungs: set[int] = frozenset()) -> tuple[
     """After `done` epochs: validation metrics, invariance when due (every eval.inv_interval epochs, at the
     last epoch and at the ASHA rungs) and the test metrics at the last epoch, all in fp32 whatever
     train.precision is. Returns (every metric, the invariance metrics alone)."""
-    ev, counts, epochs = t.cfg["eval"], t.data.class_counts, t.cfg["train"]["epochs"]
-    metrics = evaluate(t.model, t.val, t.preprocess, ev["batch_size"], counts, "val")
+    ev, counts, epochs = t.cfg.eval, t.data.class_counts, t.cfg.train.epochs
+    metrics = evaluate(t.model, t.val, t.preprocess, ev.batch_size, counts, "val")
     inv: dict[str, float] = {}
-    if ev["inv_interval"] and (done % ev["inv_interval"] == 0 or done == epochs or done in rungs):
+    if ev.inv_interval and (done % ev.inv_interval == 0 or done == epochs or done in rungs):
         inv = _measure(t.model, t.inv_set, t.preprocess, t.data.num_classes, counts, ev, t.inv_transform,
                        t.extra_transform, t.gen_model, t.gens)
         metrics.update(inv)
     if done == epochs:
         test = Batches(t.data.test.images.to(t.device), t.data.test.labels.to(t.device))
-        metrics.update(evaluate(t.model, test, t.preprocess, ev["batch_size"], counts, "test"))
+        metrics.update(evaluate(t.model, test, t.preprocess, ev.batch_size, counts, "test"))
     return metrics, inv
 
 
@@ -364,18 +364,18 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
     t = build_trial(config, pick_device(), generator)
     cfg, data, model, optimizer, scheduler, gens = t.cfg, t.data, t.model, t.optimizer, t.scheduler, t.gens
-    tr, ev, compute = cfg["train"], cfg["eval"], t.compute
+    tr, compute = cfg.train, t.compute
     counts, C, device = data.class_counts, data.num_classes, t.device
 
     start_epoch = 0
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
-        start_epoch = _restore(checkpoint, model, optimizer, scheduler, gens, tr["seed"])
+        start_epoch = _restore(checkpoint, model, optimizer, scheduler, gens, tr.seed)
 
     run = None
     ctx = tune.get_context()
     if tracking is not None:
-        params = dict(flatten(cfg))
+        params = flatten(as_dict(cfg))  # the resolved config, as MLflow params
         params.update({"data/train_images": sum(counts), "data/num_classes": C,
                        "model/parameters": count_parameters(model), **compute.describe()})
         if generator is not None:
@@ -393,7 +393,7 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
             run.log_text("\n".join(f"{class_key(c)},{data.class_names[c]},{n}" for c, n in enumerate(counts)),
                          "class_counts.csv")
 
-    epochs = tr["epochs"]
+    epochs = tr.epochs
     rungs = set(int(e) for e in invariance_epochs)
     for epoch in range(start_epoch, epochs):
         metrics = train_one_epoch(t, epoch)
@@ -426,18 +426,18 @@ def _node_id() -> str:
         return ""
 
 
-def _measure(model, inv_set: Batches, preprocess, C: int, counts: list[int], ev: dict, transform,
+def _measure(model, inv_set: Batches, preprocess, C: int, counts: list[int], ev: Any, transform,
              extra_transform, gen_model, gens: dict[str, torch.Generator]) -> dict[str, float]:
     """Every invariance metric of one measurement: eKLD/consistency under the nuisance T, G-EED, latent
     G-EED and the representation ratio (when `extra_transform`), and eKLD under the generator. In fp32
     (model, nuisances and generator) even inside an autocast region."""
-    n, b = ev["inv_transforms"], ev["batch_size"]
+    n, b = ev.inv_transforms, ev.batch_size
     with full_precision(inv_set.images.device):
         inv = measure_invariance(model, inv_set.images, inv_set.labels, transform, preprocess, n, C, counts,
                                  batch_size=b, prefix="inv")
         if extra_transform is not None:
             inv.update(measure_extra_invariance(model, inv_set.images, inv_set.labels, extra_transform, preprocess,
-                                                n, C, counts, batch_size=b, prefix="inv", layer=ev["latent_layer"],
+                                                n, C, counts, batch_size=b, prefix="inv", layer=ev.latent_layer,
                                                 generator=gens["invariance_extra"]))
         if gen_model is not None:
             inv_gen = measure_invariance(model, inv_set.images, inv_set.labels,

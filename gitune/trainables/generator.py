@@ -16,12 +16,13 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from ray import tune
 
-from gitune.config import flatten
+from gitune.config import as_dict, flatten, typed_generator_config
 from gitune.data.augment import to_float
 from gitune.data.dataset import build_dataset
 from gitune.errors import UserError
@@ -41,11 +42,15 @@ GRID_ROWS, GRID_STYLES = 8, 6
 TRAIN_STREAM, FID_STREAM = 17, 29  # RNG streams: stream_seed(generator.seed, stream)
 
 
-def arch_of(gc: dict[str, Any]) -> dict[str, Any]:
+# The helpers below take a generator block as a mapping: the typed one of a trial (gitune.config.ConfigBlock
+# reads like its dict) or a plain dict, as the sweep's preflight, the benchmarks and the tests pass.
+
+def arch_of(gc: Mapping[str, Any]) -> dict[str, Any]:
+    """The architecture keys of a generator block, as the dict build_munit and the generator file take."""
     return {k: gc[k] for k in MUNIT_DEFAULTS}
 
 
-def generator_lr(gc: dict[str, Any]) -> float:
+def generator_lr(gc: Mapping[str, Any]) -> float:
     """The LR the stage trains with. generator.lr is the LR at batch 1, the reference's batch; a larger
     batch averages its gradient over more images, so the step may grow with it: × batch_size
     (`lr_scaling: linear`, the rule for SGD-like updates) or × √batch_size (`sqrt`, the usual rule for Adam,
@@ -54,7 +59,7 @@ def generator_lr(gc: dict[str, Any]) -> float:
     return gc["lr"] * scale[gc.get("lr_scaling", "none")]
 
 
-def generator_compute(gc: dict[str, Any], device: torch.device) -> Compute:
+def generator_compute(gc: Mapping[str, Any], device: torch.device) -> Compute:
     """generator.precision / generator.channels_last, resolved as a classifier trial's train.* keys."""
     return resolve_compute({"precision": gc.get("precision", "auto"), "channels_last": gc.get("channels_last")},
                            device)
@@ -88,7 +93,7 @@ def fidelity_indices(labels: torch.Tensor, num_classes: int, n: int) -> torch.Te
     return order[:n]
 
 
-def measure_generator(gen, images01: torch.Tensor, truth, gc: dict[str, Any]) -> dict[str, float]:
+def measure_generator(gen, images01: torch.Tensor, truth, gc: Mapping[str, Any]) -> dict[str, float]:
     """Fidelity of the current generator in eval mode, with an RNG of its own, re-seeded every time: the
     training RNG is untouched (resume stays exact) and every report draws the same styles."""
     rng = torch.Generator(device=images01.device).manual_seed(stream_seed(gc["seed"], FID_STREAM))
@@ -110,34 +115,35 @@ def restore_stage(checkpoint, parts: dict[str, Any], rng: torch.Generator, seed:
 
 
 def train_generator(config: dict[str, Any], tracking: TrackingContext | None = None) -> None:
-    """Pretrain one MUNIT generator on config["data"] with config["generator"] (GENERATOR_DEFAULTS keys)."""
+    """Pretrain one MUNIT generator on config["data"] with config["generator"] (GENERATOR_DEFAULTS keys); the
+    dict Tune sampled is typed once here."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)
-    gc = config["generator"]
-    if gc["threads"]:
-        torch.set_num_threads(gc["threads"])
+    cfg = typed_generator_config(config)
+    gc, data_cfg = cfg.generator, as_dict(cfg.data)
+    if gc.threads:
+        torch.set_num_threads(gc.threads)
     device = pick_device()
-    data = build_dataset(config["data"])
+    data = build_dataset(data_cfg)
     channels, size = data.image_shape[0], data.image_shape[-1]
     error = munit_check(arch_of(gc), size)
     if error:
         raise UserError(error)
-    torch.manual_seed(gc["seed"])
+    torch.manual_seed(gc.seed)
     gen, dis = build_munit(arch_of(gc), channels, size)
     compute = generator_compute(gc, device)
     cudnn_autotune(False)  # one input shape for the whole stage: autotuned once
     gen, dis = compute.prepare(gen.to(device)), compute.prepare(dis.to(device))
     opt_g, opt_d, sched_g, sched_d = build_munit_optimizers(
-        gen, dis, generator_lr(gc), (gc["beta1"], gc["beta2"]), gc["weight_decay"], gc["lr_step"], gc["lr_gamma"])
-    weights = {"gan": gc["w_gan"], "recon_x": gc["w_recon_x"], "recon_s": gc["w_recon_s"],
-               "recon_c": gc["w_recon_c"]}
-    rng = torch.Generator(device=device).manual_seed(stream_seed(gc["seed"], TRAIN_STREAM))
+        gen, dis, generator_lr(gc), (gc.beta1, gc.beta2), gc.weight_decay, gc.lr_step, gc.lr_gamma)
+    weights = {"gan": gc.w_gan, "recon_x": gc.w_recon_x, "recon_s": gc.w_recon_s, "recon_c": gc.w_recon_c}
+    rng = torch.Generator(device=device).manual_seed(stream_seed(gc.seed, TRAIN_STREAM))
     images = data.train.images.to(device)
     labels = data.train.labels.to(device)
     counts = torch.bincount(labels, minlength=data.num_classes).clamp_min(1)
     sample_weights = (1.0 / counts.double())[labels].float()  # class-balanced: every class equally often
     grid_set = to_generator_range(to_float(images[grid_images(data.train.labels, data.class_counts).to(device)]))
     held_out = data.clean_val
-    fid_set = to_float(held_out.images[fidelity_indices(held_out.labels, data.num_classes, gc["fid_images"])]
+    fid_set = to_float(held_out.images[fidelity_indices(held_out.labels, data.num_classes, gc.fid_images)]
                        .to(device))
     truth = nuisance_synthesizer(data.nuisance) if data.nuisance else None
 
@@ -145,13 +151,13 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
     start = 0
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
-        start = restore_stage(checkpoint, parts, rng, gc["seed"])
+        start = restore_stage(checkpoint, parts, rng, gc.seed)
 
     run = None
     if tracking is not None:
         ctx = tune.get_context()
-        params = {f"generator.{k}": v for k, v in gc.items()}
-        params.update({f"data.{k}": v for k, v in flatten(config["data"]).items()})
+        params = {f"generator.{k}": v for k, v in as_dict(gc).items()}
+        params.update({f"data.{k}": v for k, v in flatten(data_cfg).items()})
         params.update({"generator/parameters": count_parameters(gen), "discriminator/parameters": count_parameters(dis),
                        "data/train_images": len(labels), "data/num_classes": data.num_classes,
                        "generator/lr_used": generator_lr(gc), **compute.describe()})
@@ -160,11 +166,11 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
         if run.resumed and start > 0:
             run.log_metrics({"trial/resumed_at_iteration": start}, step=start)
 
-    total, every = gc["iterations"], gc["report_every"]
+    total, every = gc.iterations, gc.report_every
     sums = {k: torch.zeros((), device=device) for k in LOSS_KEYS}
     n_sum, t0 = 0, time.perf_counter()
     for it in range(start, total):
-        idx = torch.multinomial(sample_weights, gc["batch_size"], replacement=True, generator=rng)
+        idx = torch.multinomial(sample_weights, gc.batch_size, replacement=True, generator=rng)
         x = compute.input(to_generator_range(to_float(images[idx])))
         losses = munit_step(gen, dis, opt_g, opt_d, x, rng, weights, compute.autocast)
         sched_g.step()
@@ -179,7 +185,7 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
             torch.cuda.synchronize(device)
         elapsed = time.perf_counter() - t0
         metrics: dict[str, Any] = {"iteration": done, "lr": opt_g.param_groups[0]["lr"],
-                                   "perf/img_per_s": n_sum * gc["batch_size"] / max(elapsed, 1e-9)}
+                                   "perf/img_per_s": n_sum * gc.batch_size / max(elapsed, 1e-9)}
         metrics.update({k: float(v) / n_sum for k, v in sums.items()})
         bad = [k for k in LOSS_KEYS if not math.isfinite(metrics[k])]
         if bad:
@@ -190,14 +196,14 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
         metrics.update(measure_generator(gen, fid_set, truth, gc))
         if run is not None:
             run.log_metrics(metrics, step=done)
-            grid_every = gc["grid_every"]
+            grid_every = gc.grid_every
             if done == total or (grid_every and done // grid_every > (done - n_sum) // grid_every):
-                run.log_image(_grid_png(gen, grid_set, gc["seed"]), f"samples/iter_{done:07d}.png")
+                run.log_image(_grid_png(gen, grid_set, gc.seed), f"samples/iter_{done:07d}.png")
         with tempfile.TemporaryDirectory() as d:
             save_state(d, parts, {"train": rng}, iteration=done)
             if done == total:  # the finished generator, in the file format the sweep and users load
                 export_generator(os.path.join(d, GENERATOR_FILE), gen.state_dict(), arch_of(gc), channels,
-                                 size, {"iterations": done, "data": config["data"]})
+                                 size, {"iterations": done, "data": data_cfg})
                 if run is not None:
                     run.log_artifact(os.path.join(d, GENERATOR_FILE), "generator")
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
