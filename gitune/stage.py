@@ -33,7 +33,7 @@ def run_stage(spec, trainable, stage_dir: str, ctx, resume: bool, metric_columns
 
     trainable = tune.with_resources(trainable, {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]})
     if resume and tune.Tuner.can_restore(stage_dir):
-        return _restore(tune, trainable, stage_dir, param_space(spec)).fit()
+        return _fit(_restore(tune, trainable, stage_dir, param_space(spec)))
     from gitune.tracking import trial_status_callback
 
     storage, name = stage_dir.rsplit("/", 1)
@@ -48,8 +48,24 @@ def run_stage(spec, trainable, stage_dir: str, ctx, resume: bool, metric_columns
         progress_reporter=reporter, verbose=1)
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
                                   scheduler=scheduler(spec), search_alg=search_algorithm(spec))
-    return tune.Tuner(trainable, param_space=param_space(spec), run_config=run_config,
-                      tune_config=tune_config).fit()
+    return _fit(tune.Tuner(trainable, param_space=param_space(spec), run_config=run_config,
+                           tune_config=tune_config))
+
+
+def _fit(tuner):
+    """tuner.fit(), with the SIGINT handler put back afterwards: Tune installs its own for the fit and leaves
+    it behind after a normal end, so a Ctrl-C (or SIGTERM, gitune.signals) between the generator stage and the
+    classifier stage would only log "Stop signal received" instead of stopping the sweep."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return tuner.fit()
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        return tuner.fit()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _restore(tune, trainable, stage_dir: str, space: dict[str, Any]):

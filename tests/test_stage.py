@@ -151,3 +151,24 @@ def test_preflight_builds_the_dataset_once(tmp_path, monkeypatch):
     uri, image_shape, given = sweep.preflight(spec, f"sqlite:///{tmp_path}/mlflow.db")
     assert image_shape == (1, 16, 16) and given is None
     assert len(calls) == 1, "the driver built the same dataset more than once"
+
+
+def test_run_stage_puts_the_sigint_handler_back(tmp_path, ray_session):
+    """Tune leaves its SIGINT handler installed after a normal fit; a stage must not, or a Ctrl-C between the
+    generator and classifier stages would be swallowed."""
+    import signal
+
+    from ray import tune
+
+    from gitune.stage import _fit
+
+    def trainable(config):
+        tune.report({"x": 1.0})
+
+    mine = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        tuner = tune.Tuner(trainable, run_config=tune.RunConfig(name="sig", storage_path=str(tmp_path), verbose=0))
+        assert not _fit(tuner).errors
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, mine)
