@@ -91,10 +91,9 @@ def cached_file(root: str, key: str) -> str | None:
 
 def cached_info(root: str, key: str) -> dict[str, Any]:
     """The info.json stored beside a cached generator ({} when missing or unreadable)."""
-    fs, path = storage.filesystem(cache_path(root, key))
     try:
-        with fs.open_input_stream(f"{path.rsplit('/', 1)[0]}/info.json") as src:
-            info = json.loads(src.read().decode())
+        text = storage.read_text(f"{cache_path(root, key).rsplit('/', 1)[0]}/info.json")
+        info = json.loads(text) if text is not None else {}
     except (OSError, ValueError):
         return {}
     return info if isinstance(info, dict) else {}
