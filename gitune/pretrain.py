@@ -144,7 +144,12 @@ def stage_spec(spec):
 
 def reached_the_end(result) -> bool:
     """A generator trial that reported its last iteration ended, even where a restored stage lost Tune's `done`
-    (the experiment state of a finished stage can hold the last result from before the trial returned)."""
+    (the experiment state of a finished stage can hold the last result from before the trial returned), and a
+    trial that diverged (it returned at once, gitune.trainables.diverged)."""
+    from gitune.trainables.diverged import diverged
+
+    if diverged(result):
+        return True
     last = (result.metrics or {}).get("iteration")
     return last is not None and last >= ((result.config or {}).get("generator") or {}).get("iterations", float("inf"))
 
@@ -157,19 +162,26 @@ def pretrain(spec, run_dir: str, ctx, resume: bool,
 
     from gitune.stage import best_result, run_stage
     from gitune.tracking import find_trial_run
+    from gitune.trainables.diverged import REASON, diverged
     from gitune.trainables.generator import train_generator
 
     gspec = stage_spec(spec)
     columns = {"iteration": "iter", "loss/recon_x": "recon_x", "loss/gen_adv": "gen_adv", "loss/dis": "dis"}
     columns.setdefault(gspec.metric, gspec.metric.split("/", 1)[-1])
-    results = run_stage(gspec, tune.with_parameters(train_generator, tracking=ctx), f"{run_dir}/{GENERATOR_STAGE}",
+    results = run_stage(gspec, tune.with_parameters(train_generator, tracking=ctx, metric=gspec.metric),
+                        f"{run_dir}/{GENERATOR_STAGE}",
                         ctx, resume, {**columns, "perf/img_per_s": "img/s"})
     if interrupted([r for r in results if not reached_the_end(r)]):
         raise KeyboardInterrupt
     best = best_result(results, gspec.metric, gspec.mode, need_checkpoint=True)
     if best is None:
         errors = [str(r.error).strip().splitlines()[-1] for r in results if r.error is not None]
-        raise StageFailed(f"generator stage: no trial finished ({len(errors)} errored"
+        nans = [str(r.metrics.get(REASON)) for r in results if diverged(r)]
+        if nans and not errors:
+            raise StageFailed(f"generator stage: every trial diverged ({len(nans)}; {nans[-1]}): lower "
+                              f"generator.config.lr (or generator.space) in a new run; a resumed one would "
+                              f"diverge the same way")
+        raise StageFailed(f"generator stage: no trial finished ({len(errors)} errored, {len(nans)} diverged"
                           + (f"; last error: {errors[-1]}" if errors else "") + ")")
     local = Path(tempfile.mkdtemp(prefix="gitune-gen-")) / GENERATOR_FILE
     with best.checkpoint.as_directory() as d:

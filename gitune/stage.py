@@ -88,9 +88,11 @@ def finite(value: Any) -> bool:
 
 def best_result(results, metric: str, mode: str, need_checkpoint: bool = False):
     """The trial result with the best last `metric` ("max" or "min"), or None when no trial qualifies:
-    errored trials, missing or non-finite values, and (with `need_checkpoint`) trials without a checkpoint
+    errored or diverged trials, missing or non-finite values, and (with `need_checkpoint`) trials without a checkpoint
     never win."""
-    ok = [r for r in results if r.error is None and finite((r.metrics or {}).get(metric))
+    from gitune.trainables.diverged import diverged
+
+    ok = [r for r in results if r.error is None and not diverged(r) and finite((r.metrics or {}).get(metric))
           and (r.checkpoint is not None or not need_checkpoint)]
     if not ok:
         return None

@@ -442,7 +442,7 @@ def _fit(spec: SweepSpec, ctx, run_dir: str, resume: bool, generator: dict[str, 
     from gitune.trainables.classifier import train_classifier
 
     trainable = tune.with_parameters(train_classifier, tracking=ctx, invariance_epochs=asha_rungs(spec),
-                                     generator=generator)
+                                     generator=generator, metric=spec.metric)
     columns = {"epoch": "epoch", spec.metric: spec.metric, "val/acc_few": "few", "val/acc_many": "many",
                "train/loss": "loss"}
     return run_stage(spec, trainable, run_dir, ctx, resume, columns, sort_by_metric=True)
@@ -451,8 +451,9 @@ def _fit(spec: SweepSpec, ctx, run_dir: str, resume: bool, generator: dict[str, 
 def _print_best(spec: SweepSpec, results) -> dict[str, Any]:
     """The best trial by its last reported metric, with its tuned config and tail metrics."""
     from gitune.stage import best_result
+    from gitune.trainables.diverged import diverged
 
-    errors = len(results.errors)
+    errors = len(results.errors) + sum(diverged(r) for r in results)  # diverged trials end FAILED, unretried
     total = len(results)
     best = best_result(results, spec.metric, spec.mode)
     if best is None:
@@ -483,9 +484,10 @@ def _print_comparison(spec: SweepSpec, results) -> None:
     has replicates: the answer a GIT-vs-baseline sweep is run for."""
     from gitune.comparison import Result, comparison_lines
     from gitune.config import get_dotted
+    from gitune.trainables.diverged import diverged
 
     finished = [Result({k: get_dotted(r.config, k) for k in spec.space}, dict(r.metrics or {}))
-                for r in results if r.error is None]
+                for r in results if r.error is None and not diverged(r)]
     lines = comparison_lines(list(spec.space), finished)
     if lines:
         print("\n" + "\n".join(lines))

@@ -290,6 +290,11 @@ def trial_status_callback(ctx: TrackingContext, scheduler: str):
             client = _client(ctx.uri)
             last = trial.last_result or {}
             epoch, epochs = last.get("epoch"), trial.config.get("train", {}).get("epochs")
+            if last.get("gitune/diverged"):  # the trial closed its run FAILED itself; else do it here
+                if run.info.status == "RUNNING":
+                    retry(lambda: client.set_tag(run.info.run_id, "gitune.error", str(last.get("gitune/error"))))
+                    retry(lambda: client.set_terminated(run.info.run_id, "FAILED"))
+                return
             if epoch is not None and epochs is not None and epoch < epochs:
                 retry(lambda: client.set_tag(run.info.run_id, STOPPED_EARLY, scheduler))
                 retry(lambda: client.set_tag(run.info.run_id, STOPPED_AT, str(epoch)))

@@ -98,16 +98,20 @@ def test_optuna_search_runs_and_samples_distinct_configs(tmp_path, ray_session):
 
 @pytest.mark.timeout(300)
 def test_diverging_trial_ends_failed_with_reason(tmp_path, ray_session, capsys):
+    """A NaN trial is not retried from its checkpoint (it would diverge again), even with retries forever:
+    before, Tune retried it max_failures times, here without end."""
     # LDAM's logit scale overflows float32: the loss is NaN after the first epoch.
     space = "  train.seed: {choice: [0]}"
     rc, client = run_sweep(tmp_path, "nan", space, num_samples=1,
                            extra=["--set", "train.loss=ldam", "--set", "train.ldam_s=1.0e39",
-                                  "--set", "failure.max_failures=0"])
+                                  "--set", "failure.max_failures=-1"])
     assert rc == 1
     assert "1 errored" in capsys.readouterr().err
     parents, (child,) = runs_of(client, "nan")
     assert child.info.status == "FAILED" and parents[0].info.status == "FAILED"
-    assert "train/loss became nan" in child.data.tags["gitune.error"]
+    assert "train/loss became nan at epoch 1" in child.data.tags["gitune.error"]
+    assert child.data.tags["gitune.diverged"] == "true"
+    assert "trial/resumed_at_epoch" not in child.data.metrics  # one attempt, no retry from a checkpoint
 
 
 @pytest.mark.timeout(300)

@@ -39,6 +39,7 @@ from gitune.training.rules import rule_at_epoch
 from gitune.training.schedule import build_optimizer, build_scheduler
 from gitune.tracking import TrackingContext, TrialRun
 from gitune.trainables.checkpoint import restore_state, save_state, state_of
+from gitune.trainables.diverged import end_diverged
 
 
 @dataclass
@@ -356,8 +357,10 @@ def evaluate_epoch(t: Trial, done: int, rungs: set[int] = frozenset()) -> tuple[
 
 
 def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = None,
-                     invariance_epochs: Iterable[int] = (), generator: dict[str, Any] | None = None) -> None:
-    """Train one classifier trial; `invariance_epochs` adds measurement epochs (the ASHA rungs).
+                     invariance_epochs: Iterable[int] = (), generator: dict[str, Any] | None = None,
+                     metric: str | None = None) -> None:
+    """Train one classifier trial; `invariance_epochs` adds measurement epochs (the ASHA rungs); `metric` is
+    the sweep's (reported as NaN when the trial diverges, gitune.trainables.diverged).
 
     `generator` is the generator stage's payload (weights + architecture, sent once through the object
     store): it drives GIT when git.prob > 0 and the generator eKLD (inv/ekld_gen/*) in every trial."""
@@ -398,9 +401,9 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
     for epoch in range(start_epoch, epochs):
         metrics = train_one_epoch(t, epoch)
         if not math.isfinite(metrics["train/loss"]):
-            if run is not None:
-                run.set_tags({"gitune.error": f"train/loss became {metrics['train/loss']} at epoch {epoch + 1}"})
-            raise FloatingPointError(f"train/loss became {metrics['train/loss']} at epoch {epoch + 1}")
+            end_diverged(run, metric, f"train/loss became {metrics['train/loss']} at epoch {epoch + 1}",
+                         {"epoch": epoch + 1})
+            return
         done = epoch + 1
         evaluated, inv = evaluate_epoch(t, done, rungs)
         metrics.update(evaluated)

@@ -32,6 +32,7 @@ from gitune.generator_file import GENERATOR_FILE, export_generator
 from gitune.models.munit import MUNIT_DEFAULTS, build_munit, munit_check
 from gitune.tracking import TrackingContext, TrialRun
 from gitune.trainables.checkpoint import restore_state, save_state
+from gitune.trainables.diverged import end_diverged
 from gitune.trainables.classifier import pick_device, stream_seed
 from gitune.training.compute import Compute, cudnn_autotune, resolve_compute
 from gitune.training.git import generate, to_generator_range
@@ -114,9 +115,10 @@ def restore_stage(checkpoint, parts: dict[str, Any], rng: torch.Generator, seed:
                          lambda start: {"train": stream_seed(seed, TRAIN_STREAM, start)})
 
 
-def train_generator(config: dict[str, Any], tracking: TrackingContext | None = None) -> None:
+def train_generator(config: dict[str, Any], tracking: TrackingContext | None = None,
+                    metric: str | None = None) -> None:
     """Pretrain one MUNIT generator on config["data"] with config["generator"] (GENERATOR_DEFAULTS keys); the
-    dict Tune sampled is typed once here."""
+    dict Tune sampled is typed once here. `metric`: the stage's (NaN in the last report of a diverged trial)."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     cfg = typed_generator_config(config)
     gc, data_cfg = cfg.generator, as_dict(cfg.data)
@@ -189,10 +191,9 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
         metrics.update({k: float(v) / n_sum for k, v in sums.items()})
         bad = [k for k in LOSS_KEYS if not math.isfinite(metrics[k])]
         if bad:
-            reason = f"{bad[0]} became {metrics[bad[0]]} at iteration {done}"
-            if run is not None:
-                run.set_tags({"gitune.error": reason})
-            raise FloatingPointError(reason)
+            end_diverged(run, metric, f"{bad[0]} became {metrics[bad[0]]} at iteration {done}",
+                         {"iteration": done})
+            return
         metrics.update(measure_generator(gen, fid_set, truth, gc))
         if run is not None:
             run.log_metrics(metrics, step=done)
