@@ -137,7 +137,7 @@ def stage_spec(spec):
                      mode=block["mode"], num_samples=block["num_samples"],
                      scheduler={"type": "fifo", "max_t": None, "grace_period": 1, "reduction_factor": 2},
                      search=dict(block["search"]), resources=dict(block["resources"]),
-                     checkpoint={"num_to_keep": 1}, failure=dict(spec.failure),
+                     checkpoint={"num_to_keep": 2}, failure=dict(spec.failure),
                      config={"data": copy.deepcopy(spec.config["data"]), "generator": copy.deepcopy(block["config"])},
                      space=copy.deepcopy(block["space"]), source=spec.source)
 
@@ -161,7 +161,6 @@ def pretrain(spec, run_dir: str, ctx, resume: bool,
     from ray import tune
 
     from gitune.stage import best_result, run_stage
-    from gitune.tracking import find_trial_run
     from gitune.trainables.diverged import REASON, diverged
     from gitune.trainables.generator import train_generator
 
@@ -189,11 +188,26 @@ def pretrain(spec, run_dir: str, ctx, resume: bool,
         if not src.is_file():
             raise StageFailed(f"generator stage: the best trial's last checkpoint has no {GENERATOR_FILE}")
         local.write_bytes(src.read_bytes())
-    found = find_trial_run(ctx, best.metrics.get("trial_id", "")) if ctx is not None else None
+    found = _trial_run(ctx, best.metrics.get("trial_id", ""))
     fidelity = {k: float(v) for k, v in best.metrics.items() if k.startswith("fid/")}
     print(f"gitune: generator: chose trial {best.metrics.get('trial_id', '?')} of {len(results)} by {gspec.metric} "
           f"({gspec.mode}) = {best.metrics[gspec.metric]:.4g}; {fidelity_line(fidelity, gspec.metric, gspec.mode)}")
     return str(local), (found.info.run_id if found is not None else None), fidelity
+
+
+def _trial_run(ctx, trial_id: str):
+    """The MLflow run of a generator trial, or None (untracked, or the store is away now)."""
+    from gitune.tracking import find_trial_run
+    from gitune.trial_run import unreachable
+
+    if ctx is None:
+        return None
+    try:
+        return find_trial_run(ctx, trial_id)
+    except Exception as e:  # noqa: BLE001 - see unreachable()
+        if not unreachable(e):
+            raise
+        return None
 
 
 def restored_for_other_key(spec, run_dir: str, resume: bool) -> str | None:
@@ -268,13 +282,26 @@ def prepare_generator(spec, root: str, run_dir: str, ctx, resume: bool, image_sh
         run_id = payload.get("meta", {}).get("mlflow_run_id")
         if run_id:
             client_tags["gitune.generator_run_id"] = run_id
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=ctx.uri)
-        for k, v in client_tags.items():
-            tracking.retry(lambda k=k, v=v: client.set_tag(ctx.parent_run_id, k, redact(str(v))))
+        tracking.set_parent_tags(ctx, client_tags)
     sys.stdout.flush()
     return payload
+
+
+def check_resumable(spec, root: str, run_dir: str) -> None:
+    """Before --resume changes anything (MLflow runs, Ray): the experiment state of each stage that will be
+    restored from `run_dir` is readable. The generator stage is restored only when its generator is neither
+    given nor cached (prepare_generator)."""
+    from ray import tune
+
+    from gitune.stage import check_experiment_state
+
+    stages = [run_dir]
+    if spec.generator is not None and not spec.generator["checkpoint"] and not storage.is_file(
+            cache_path(root, generator_key(spec.config["data"], spec.generator))):
+        stages.append(f"{run_dir}/{GENERATOR_STAGE}")
+    for stage_dir in stages:
+        if tune.Tuner.can_restore(stage_dir):
+            check_experiment_state(stage_dir)
 
 
 def load_given(spec, tracking_uri: str) -> dict[str, Any] | None:

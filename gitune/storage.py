@@ -31,6 +31,24 @@ def subfolders(uri: str) -> list[str]:
     return [i.base_name for i in infos if i.type == fs.FileType.Directory]
 
 
+PROBE = b"\0" * 4096  # what the write check writes
+
+
+class StorageFailed(Exception):
+    """The storage stopped taking writes in the middle of a sweep (full, read-only): the sweep ends (exit 1)."""
+
+
+def write_failure(uri: str) -> str | None:
+    """Why a file cannot be written under `uri` now (`No space left on device`), or None when it can."""
+    from gitune.errors import UserError
+
+    try:
+        check_writable(uri)
+    except UserError as e:
+        return str(e).rsplit("(", 1)[-1].rstrip(")")
+    return None
+
+
 def check_writable(uri: str, flag: str = "--storage") -> None:
     """Raise UserError unless a file can be created and removed under `uri`. A storage the trials cannot write
     would fail every checkpoint after Ray and MLflow started; found here, it costs one line. A real write, not
@@ -67,8 +85,12 @@ def _probe_local(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".gitune-write-check-", dir=path)
-        os.close(fd)
-        os.remove(probe)
+        try:
+            os.write(fd, PROBE)  # some data: a full disk still lets an empty file be made
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.remove(probe)
     finally:
         for folder in made:
             try:
@@ -78,12 +100,12 @@ def _probe_local(path: Path) -> None:
 
 
 def _probe_object_store(filesystem_, path: str) -> None:
-    """Object stores (s3://, gs://) have no folders to make: write one uniquely named empty object, delete it."""
+    """Object stores (s3://, gs://) have no folders to make: write one uniquely named small object, delete it."""
     import uuid
 
     probe = f"{path.rstrip('/')}/.gitune-write-check-{uuid.uuid4().hex}"
     with filesystem_.open_output_stream(probe) as out:
-        out.write(b"")
+        out.write(PROBE)
     filesystem_.delete_file(probe)
 
 

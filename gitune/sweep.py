@@ -208,6 +208,9 @@ def run(args: argparse.Namespace) -> int:
         if run_dir is None:
             raise UserError(f"--resume: no interrupted run of sweep '{spec.name}' under {root}/{spec.name}")
         run_folder.check_resume(run_dir, spec_yaml, args.force)
+        from gitune.pretrain import check_resumable
+
+        check_resumable(spec, root, run_dir)  # a corrupt Tune state: one line, before Ray or MLflow start
     with _ray(args):
         check_shared_storage(args, root)
         if run_dir is None:  # made only now: a refused --address or storage leaves no folder behind
@@ -251,7 +254,7 @@ def check_shared_storage(args: argparse.Namespace, root: str) -> None:
 
 def _run_in_ray(args: argparse.Namespace, spec: SweepSpec, uri: str, root: str, run_dir: str,
                 image_shape: tuple[int, ...] | None, given: dict[str, Any] | None) -> int:
-    from gitune import pretrain, tracking
+    from gitune import pretrain, storage, tracking
     from gitune.packing import check_packing
     from gitune.signals import exit_status
 
@@ -281,20 +284,28 @@ def _run_in_ray(args: argparse.Namespace, spec: SweepSpec, uri: str, root: str, 
     except pretrain.StageFailed as e:
         print(f"gitune: {e}", file=sys.stderr)
         return 1
+    except storage.StorageFailed as e:
+        print(f"gitune: {e}; once it does, continue with: {redact(_resume_command(args))}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         status = "KILLED"
         print(f"gitune: interrupted; continue with: {redact(_resume_command(args))}", file=sys.stderr)
         return exit_status()  # 130 after Ctrl-C, 143 after SIGTERM
     finally:
-        tracking.end_sweep(ctx, status, summary)
-    return 0
+        closed = tracking.end_sweep(ctx, status, summary)
+        if not closed and status != "KILLED":  # a KILLED sweep printed its resume command already
+            print(f"gitune: once MLflow answers, continue with: {redact(_resume_command(args))}", file=sys.stderr)
+    return 0 if closed else 1
 
 
 def interrupted(results) -> bool:
     """Tune handles Ctrl-C (and SIGTERM, which gitune.signals turns into it) itself: it saves the experiment
     state and returns normally, with the trials it cut off marked TERMINATED in memory. Trials that really
-    ended (finished, or stopped by ASHA) carry `done` in their last result; errored ones carry an error."""
-    return any(r.error is None and not (r.metrics or {}).get("done") for r in results)
+    ended (finished, or stopped by ASHA) carry `done` in their last result, or reached their last epoch (a
+    restored finished experiment can lose `done`); errored ones carry an error (gitune.stage.cut_off)."""
+    from gitune.stage import cut_off
+
+    return any(cut_off(r) for r in results)
 
 
 def _resume_command(args: argparse.Namespace) -> str:

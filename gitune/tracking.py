@@ -9,7 +9,9 @@ callback only closes runs whose trial could not (ASHA stops, errors, Ctrl-C).
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,14 +21,12 @@ from typing import Any, Callable, TypeVar
 
 from gitune.errors import UserError
 from gitune.redact import redact
+from gitune.trial_run import MAX_PARAMS, PARENT, ROLE, TRIAL_ID, _client, child_runs, find_trial_run  # noqa: F401
 
 T = TypeVar("T")
 
-ROLE, TRIAL_ID, SWEEP_PATH = "gitune.role", "gitune.trial_id", "gitune.sweep_path"
+SWEEP_PATH = "gitune.sweep_path"
 STOPPED_EARLY, STOPPED_AT = "gitune.stopped_early", "gitune.stopped_at_epoch"
-PARENT = "mlflow.parentRunId"
-MAX_BATCH = 1000  # MLflow's log_batch limit on metrics per call
-MAX_PARAMS = 100  # ... and on params per call
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,6 @@ class TrackingContext:
     experiment_name: str
     parent_run_id: str
 
-
-def _client(uri: str):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=uri)
 
 
 def retry(fn: Callable[[], T], attempts: int = 8) -> T:
@@ -144,6 +139,9 @@ def start_sweep(name: str, uri: str, sweep_path: str, spec_yaml: str, space_file
     """Create (or on --resume, reopen) the experiment and this invocation's parent run, on the driver."""
     from mlflow.entities import Param
 
+    from gitune.trial_run import bound_http_calls
+
+    bound_http_calls()  # here and, inherited or set again, in the trials
     with _first_use_lock(uri):  # a fresh SQLite store: one process creates its tables
         client = _client(uri)
         exp = retry(lambda: client.get_experiment_by_name(name))
@@ -180,93 +178,94 @@ def start_sweep(name: str, uri: str, sweep_path: str, spec_yaml: str, space_file
     return TrackingContext(uri, exp_id, name, run_id)
 
 
-def end_sweep(ctx: TrackingContext, status: str, summary: dict[str, Any] | None = None) -> None:
-    """Close the parent run, and any child run a dead trial left RUNNING (status KILLED)."""
+WAIT_ENV = "GITUNE_TRACKING_WAIT_S"  # how long the end of a sweep waits for an absent tracking server
+WAIT_DEFAULT = 300.0
+_parent_tags: dict[str, str] = {}  # parent-run tags to set when the store is back (driver state)
+
+
+def tracking_wait() -> float:
+    try:
+        return max(0.0, float(os.environ.get(WAIT_ENV, WAIT_DEFAULT)))
+    except ValueError:
+        raise UserError(f"{WAIT_ENV}={os.environ[WAIT_ENV]!r}: expected a number of seconds") from None
+
+
+def set_parent_tags(ctx: TrackingContext, tags: dict[str, Any]) -> None:
+    """Tags on the sweep's parent run; kept for end_sweep when the store does not answer now."""
+    from mlflow.entities import RunTag
+
+    from gitune.trial_run import call, unreachable
+
+    _parent_tags.update({k: redact(str(v)) for k, v in tags.items()})
+    pending = dict(_parent_tags)
+    try:
+        call(lambda: _client(ctx.uri).log_batch(ctx.parent_run_id, tags=[RunTag(k, v) for k, v in pending.items()]))
+    except Exception as e:  # noqa: BLE001
+        if not unreachable(e):
+            raise
+        return
+    for k in pending:
+        _parent_tags.pop(k, None)
+
+
+def end_sweep(ctx: TrackingContext, status: str, summary: dict[str, Any] | None = None,
+              wait: float | None = None) -> bool:
+    """Close the parent run, after the trial runs the sweep could not close while the store was away and any
+    child run a dead trial left RUNNING (KILLED). Waits up to `wait` s (GITUNE_TRACKING_WAIT_S, default 300)
+    for an absent store. Never raises (it runs in a `finally`, over whatever error ended the sweep): False,
+    with a message, when the runs could not be closed."""
+    from mlflow.entities import Metric, RunTag
+
+    from gitune.trial_run import call, unreachable, why
+
+    wait = tracking_wait() if wait is None else wait
+    deadline = time.monotonic() + wait
+    told = False
     client = _client(ctx.uri)
-    for run in child_runs(ctx, status="RUNNING"):
-        retry(lambda: client.set_terminated(run.info.run_id, "KILLED"))
-    if summary:
-        from mlflow.entities import Metric, RunTag
+    while True:
+        try:
+            for trial_id, args in list(_unclosed.items()):
+                close_trial(ctx, trial_id, *args)
+                del _unclosed[trial_id]
+            for run in child_runs(ctx, status="RUNNING"):
+                call(lambda: client.set_terminated(run.info.run_id, "KILLED"))
+            tags = [RunTag(k, v) for k, v in _parent_tags.items()]
+            if summary:
+                now = int(time.time() * 1000)
+                tags += [RunTag(k, redact(str(v))) for k, v in summary.items() if not isinstance(v, (int, float))]
+                metrics = [Metric(k, float(v), now, 0) for k, v in summary.items() if isinstance(v, (int, float))]
+                call(lambda: client.log_batch(ctx.parent_run_id, metrics=metrics, tags=tags))
+            elif tags:
+                call(lambda: client.log_batch(ctx.parent_run_id, tags=tags))
+            _parent_tags.clear()
+            call(lambda: client.set_terminated(ctx.parent_run_id, status))
+            return True
+        except KeyboardInterrupt:
+            print("gitune: stopped waiting for MLflow", file=sys.stderr)
+            return _not_closed(ctx, "it was not waited for")
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            if not unreachable(e):
+                return _not_closed(ctx, f"closing them failed: {why(e)}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return _not_closed(ctx, f"it did not answer for {wait:.0f} s ({WAIT_ENV} sets how long)")
+            if not told:
+                told = True
+                print(f"gitune: MLflow at {redact(ctx.uri)} does not answer; waiting up to {left:.0f} s to close "
+                      f"the runs (Ctrl-C stops waiting)", file=sys.stderr)
+            try:
+                time.sleep(min(5.0, left))
+            except KeyboardInterrupt:
+                print("gitune: stopped waiting for MLflow", file=sys.stderr)
+                return _not_closed(ctx, "it was not waited for")
 
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, 0) for k, v in summary.items() if isinstance(v, (int, float))]
-        tags = [RunTag(k, redact(str(v))) for k, v in summary.items() if not isinstance(v, (int, float))]
-        retry(lambda: client.log_batch(ctx.parent_run_id, metrics=metrics, tags=tags))
-    retry(lambda: client.set_terminated(ctx.parent_run_id, status))
 
-
-def child_runs(ctx: TrackingContext, status: str | None = None) -> list:
-    client = _client(ctx.uri)
-    filt = f"tags.`{PARENT}` = '{ctx.parent_run_id}'"
-    if status:
-        filt += f" and attributes.status = '{status}'"
-    return retry(lambda: client.search_runs([ctx.experiment_id], filt, max_results=10_000))
-
-
-def find_trial_run(ctx: TrackingContext, trial_id: str):
-    client = _client(ctx.uri)
-    runs = retry(lambda: client.search_runs(
-        [ctx.experiment_id], f"tags.`{PARENT}` = '{ctx.parent_run_id}' and tags.`{TRIAL_ID}` = '{trial_id}'",
-        max_results=1))
-    return runs[0] if runs else None
-
-
-class TrialRun:
-    """A trial's child run. `open` finds the run of this trial id again after a restore: no duplicates."""
-
-    def __init__(self, client, run_id: str, resumed: bool):
-        self.client, self.run_id, self.resumed = client, run_id, resumed
-
-    @classmethod
-    def open(cls, ctx: TrackingContext, trial_id: str, trial_name: str, params: dict[str, Any],
-             tags: dict[str, str] | None = None) -> "TrialRun":
-        from mlflow.entities import Param
-
-        client = _client(ctx.uri)
-        found = find_trial_run(ctx, trial_id)
-        if found is not None:
-            run_id = found.info.run_id
-            if found.info.status != "RUNNING":
-                retry(lambda: client.update_run(run_id, status="RUNNING"))
-            return cls(client, run_id, resumed=True)
-        all_tags = {PARENT: ctx.parent_run_id, TRIAL_ID: trial_id, "mlflow.runName": trial_name,
-                    ROLE: "trial", **{k: redact(str(v)) for k, v in (tags or {}).items()}}
-        run = retry(lambda: client.create_run(ctx.experiment_id, tags=all_tags))
-        self = cls(client, run.info.run_id, resumed=False)
-        items = [Param(k, redact(str(v))[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), MAX_PARAMS):
-            retry(lambda: client.log_batch(self.run_id, params=items[i:i + MAX_PARAMS]))
-        return self
-
-    def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        for i in range(0, len(items), MAX_BATCH):
-            retry(lambda: self.client.log_batch(self.run_id, metrics=items[i:i + MAX_BATCH]))
-
-    def set_tags(self, tags: dict[str, Any]) -> None:
-        from mlflow.entities import RunTag
-
-        retry(lambda: self.client.log_batch(self.run_id, tags=[RunTag(k, redact(str(v))) for k, v in tags.items()]))
-
-    def log_figure(self, fig, path: str) -> None:
-        retry(lambda: self.client.log_figure(self.run_id, fig, path))
-
-    def log_text(self, text: str, path: str) -> None:
-        retry(lambda: self.client.log_text(self.run_id, text, path))
-
-    def log_image(self, image, path: str) -> None:
-        """An H×W or H×W×C uint8 array as a PNG artifact at `path`."""
-        retry(lambda: self.client.log_image(self.run_id, image, artifact_file=path))
-
-    def log_artifact(self, local_path: str, artifact_dir: str | None = None) -> None:
-        retry(lambda: self.client.log_artifact(self.run_id, local_path, artifact_dir))
-
-    def finish(self, status: str = "FINISHED") -> None:
-        retry(lambda: self.client.set_terminated(self.run_id, status))
+def _not_closed(ctx: TrackingContext, why: str) -> bool:
+    trials = f"{len(_unclosed)} trial run(s) and " if _unclosed else ""
+    print(f"gitune: error: MLflow at {redact(ctx.uri)}: {trials}the parent run {ctx.parent_run_id} are not closed: "
+          f"{why}; what the trials logged is kept in their checkpoints and sent by the same command with "
+          f"--resume", file=sys.stderr)
+    return False
 
 
 def _error_file_text(trial) -> str:
@@ -278,39 +277,124 @@ def _error_file_text(trial) -> str:
         return ""
 
 
+def closing(last: dict[str, Any], config: dict[str, Any], error: str | None, scheduler: str,
+            interrupted: bool = False) -> tuple[str, dict[str, str], str | None]:
+    """How a trial's run is closed by the sweep: (status, tags, error reason), from its last result."""
+    from gitune.trainables.diverged import REASON, diverged
+
+    if error is not None:
+        return "FAILED", {}, error
+    if diverged(last):  # the trial closed its run itself, unless the store was away
+        return "FAILED", {}, str(last.get(REASON))
+    if interrupted:
+        return "KILLED", {}, None
+    epoch, epochs = last.get("epoch"), (config.get("train") or {}).get("epochs")
+    if epoch is not None and epochs is not None and epoch < epochs:
+        return "FINISHED", {STOPPED_EARLY: scheduler, STOPPED_AT: str(epoch)}, None
+    return "FINISHED", {}, None
+
+
+def close_trial(ctx: TrackingContext, trial_id: str, checkpoint, status: str, tags: dict[str, str],
+                error: str | None = None, found=None, wait: float = 0.0) -> bool:
+    """Send what the trial's last checkpoint still held for MLflow (the epoch an ASHA stop cut off before the
+    trial sent it, a crashed attempt's last points, a whole run the store was away for), set `tags` (and the
+    error reason, unless the trial gave its own) and close the run with `status`. Nothing to do when the
+    trial itself sent everything. `found`: the trial's run when the caller looked it up already. Raises when
+    the store does not answer within `wait` s."""
+    from gitune.trial_run import LOGGED_ALL, TrialRun
+
+    found = found if found is not None else find_trial_run(ctx, trial_id)
+    if found is not None and found.data.tags.get(LOGGED_ALL) == "true":
+        return True
+    if found is None and checkpoint is None:
+        return True  # the trial made no run and kept nothing
+    with contextlib.ExitStack() as stack:
+        folder = stack.enter_context(checkpoint.as_directory()) if checkpoint is not None else None
+        run = TrialRun.from_checkpoint(ctx, trial_id, folder)
+    if found is not None:
+        run.run_id, run.resumed = found.info.run_id, True
+    run.tags.update(tags)
+    if error and (found is None or "gitune.error" not in found.data.tags):
+        lines = [ln for ln in error.splitlines() if ln.strip()]
+        run.tags["gitune.error"] = redact(lines[-1] if lines else "trial errored")[:5000]
+    if not run.finish(status, wait):
+        raise ConnectionError(f"MLflow at {redact(ctx.uri)} does not answer")
+    return True
+
+
+# Trials whose runs the sweep could not close yet (the store was away): trial id -> close_trial's arguments.
+# Driver state: tried again after each stage and, waiting for the store, by end_sweep.
+_unclosed: dict[str, tuple] = {}
+_warned: list[bool] = []
+
+
+def _close_later(ctx: TrackingContext, trial_id: str, args: tuple, error: BaseException) -> None:
+    from gitune.trial_run import unreachable, why
+
+    if not unreachable(error):
+        print(f"gitune: warning: could not close the MLflow run of trial {trial_id}: {why(error)}", file=sys.stderr)
+        return
+    _unclosed[trial_id] = args
+    if not _warned:
+        _warned.append(True)
+        print(f"gitune: warning: MLflow at {redact(ctx.uri)} does not answer; the sweep goes on and closes the "
+              f"trials' runs when it is back", file=sys.stderr)
+
+
+def catch_up(ctx: TrackingContext, results, scheduler: str, interrupted) -> None:
+    """After a stage: every trial's run complete and closed, from the trials' last checkpoints, whatever the
+    store missed while it was away (also the runs of trials that ended before a --resume). Never raises: what
+    cannot be sent now waits in `_unclosed` for end_sweep."""
+    from gitune.trial_run import LOGGED_ALL
+
+    todo = []
+    for result in results:
+        last = dict(result.metrics or {})
+        trial_id = last.get("trial_id")
+        if not trial_id:
+            continue  # never reported: no checkpoint; end_sweep closes a run it left RUNNING
+        error = str(result.error) if result.error is not None else None
+        status, tags, reason = closing(last, result.config or {}, error, scheduler, interrupted(result))
+        todo.append((trial_id, (result.checkpoint, status, tags, reason)))
+    if not todo:
+        return
+    try:
+        runs = {r.data.tags.get(TRIAL_ID): r for r in child_runs(ctx)}
+    except Exception as e:  # noqa: BLE001 - the store is away: all of them later
+        for trial_id, args in todo:
+            _close_later(ctx, trial_id, args, e)
+        return
+    for trial_id, args in todo:
+        run = runs.get(trial_id)
+        if run is not None and run.data.tags.get(LOGGED_ALL) == "true":
+            _unclosed.pop(trial_id, None)
+            continue
+        try:
+            close_trial(ctx, trial_id, *args, found=run)
+            _unclosed.pop(trial_id, None)
+        except Exception as e:  # noqa: BLE001
+            _close_later(ctx, trial_id, args, e)
+
+
 def trial_status_callback(ctx: TrackingContext, scheduler: str):
-    """A Tune callback on the driver that closes child runs the trial itself could not close."""
+    """A Tune callback on the driver that closes, as trials end, the child runs the trials could not close
+    themselves (ASHA stops, errors). It never raises: a failed close is done again after the stage."""
     from ray import tune
 
     class TrialRunCloser(tune.Callback):
+        def _close(self, trial, error: str | None) -> None:
+            status, tags, reason = closing(trial.last_result or {}, trial.config, error, scheduler)
+            args = (trial.checkpoint, status, tags, reason)
+            try:
+                close_trial(ctx, trial.trial_id, *args)
+                _unclosed.pop(trial.trial_id, None)
+            except Exception as e:  # noqa: BLE001 - an exception here would end the whole fit
+                _close_later(ctx, trial.trial_id, args, e)
+
         def on_trial_complete(self, iteration, trials, trial, **info):
-            run = find_trial_run(ctx, trial.trial_id)
-            if run is None:
-                return
-            client = _client(ctx.uri)
-            last = trial.last_result or {}
-            epoch, epochs = last.get("epoch"), trial.config.get("train", {}).get("epochs")
-            if last.get("gitune/diverged"):  # the trial closed its run FAILED itself; else do it here
-                if run.info.status == "RUNNING":
-                    retry(lambda: client.set_tag(run.info.run_id, "gitune.error", str(last.get("gitune/error"))))
-                    retry(lambda: client.set_terminated(run.info.run_id, "FAILED"))
-                return
-            if epoch is not None and epochs is not None and epoch < epochs:
-                retry(lambda: client.set_tag(run.info.run_id, STOPPED_EARLY, scheduler))
-                retry(lambda: client.set_tag(run.info.run_id, STOPPED_AT, str(epoch)))
-            if run.info.status == "RUNNING":
-                retry(lambda: client.set_terminated(run.info.run_id, "FINISHED"))
+            self._close(trial, None)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            run = find_trial_run(ctx, trial.trial_id)
-            if run is None:
-                return
-            client = _client(ctx.uri)
-            if "gitune.error" not in run.data.tags:  # the trial's own reason, when it could give one, wins
-                lines = [ln for ln in str(trial.get_error() or _error_file_text(trial) or "trial errored").splitlines()
-                         if ln.strip()]
-                reason = redact(lines[-1] if lines else "")[:5000]
-                retry(lambda: client.set_tag(run.info.run_id, "gitune.error", reason))
-            retry(lambda: client.set_terminated(run.info.run_id, "FAILED"))
+            self._close(trial, str(trial.get_error() or _error_file_text(trial) or "trial errored"))
 
     return TrialRunCloser()

@@ -129,7 +129,7 @@ def _check_one_run_per_trial_none_running(client, name, trials=2):
     for c in children:
         assert c.info.status == "FINISHED" and c.data.metrics["epoch"] == EPOCHS
         steps = [m.step for m in client.get_metric_history(c.info.run_id, "epoch")]
-        assert sorted(set(steps)) == list(range(1, EPOCHS + 1))
+        assert sorted(steps) == list(range(1, EPOCHS + 1)), steps  # every epoch once: none lost, none twice
     return parents[0], children
 
 
@@ -227,8 +227,10 @@ def test_kill_9_driver_and_process_group_then_resume(tmp_path, sweep_env):
         resumed = client.get_metric_history(rid, "trial/resumed_at_epoch")
         assert len(resumed) == 1, "every trial had a checkpoint: none may restart from scratch"
         start = int(resumed[0].value)
-        assert 1 <= start <= at_kill[tid]
-        lost[tid] = at_kill[tid] - start
+        # A trial sends an epoch's points once Tune holds its checkpoint: MLflow can be one epoch behind the
+        # newest checkpoint at the kill, and the restored trial sends that epoch from it.
+        assert 1 <= start <= at_kill[tid] + 1
+        lost[tid] = max(0, at_kill[tid] - start)
         assert [m.step for m in client.get_metric_history(rid, "epoch")].count(1) == 1
         new = [m.timestamp for m in client.get_metric_history(rid, "epoch") if m.step == start + 1]
         first_new.append(max(new) / 1000.0)

@@ -3,7 +3,7 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from gitune import tracking
+from gitune import tracking, trial_run
 from gitune.errors import UserError, run_cli
 from gitune.redact import redact, redact_any
 
@@ -50,9 +50,10 @@ def test_tags_params_and_spec_stored_masked(tmp_path):
     run_dir = "s3://KEY:SECRET@bucket/gitune/demo/20261204-000000"
     ctx = tracking.start_sweep("demo", uri, run_dir, space.read_text(), space,
                                {"data.path": "s3://KEY:SECRET@b/x.npz"}, resume=False)
-    trial = tracking.TrialRun.open(ctx, "t1", "trial-1", {"data.path": "http://u:SECRET@h/x.npz"},
+    trial = trial_run.TrialRun.open(ctx, "t1", "trial-1", {"data.path": "http://u:SECRET@h/x.npz"},
                                    tags={"gitune.generator_source": "s3://KEY:SECRET@b/g.pt"})
     trial.set_tags({"gitune.error": "cannot read s3://KEY:SECRET@b/x.npz"})
+    assert trial.flush()
     tracking.end_sweep(ctx, "KILLED", {"best.data.path": "s3://KEY:SECRET@b/x.npz"})
     client = MlflowClient(uri)
     stored = []

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -37,9 +36,11 @@ from gitune.training.compute import (Compute, cudnn_autotune, full_precision, re
 from gitune.training.losses import build_loss, needs_cosine_head
 from gitune.training.rules import rule_at_epoch
 from gitune.training.schedule import build_optimizer, build_scheduler
-from gitune.tracking import TrackingContext, TrialRun
-from gitune.trainables.checkpoint import restore_state, save_state, state_of
+from gitune.tracking import TrackingContext
+from gitune.trial_run import LOGGED_ALL, TrialRun
+from gitune.trainables.checkpoint import newest_checkpoint, restore_state, save_state, state_of
 from gitune.trainables.diverged import end_diverged
+from gitune.trainables.reporting import report_step
 
 
 @dataclass
@@ -371,7 +372,7 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
     counts, C, device = data.class_counts, data.num_classes, t.device
 
     start_epoch = 0
-    checkpoint = tune.get_checkpoint()
+    checkpoint = newest_checkpoint(tune.get_checkpoint(), "epoch")
     if checkpoint is not None:
         start_epoch = _restore(checkpoint, model, optimizer, scheduler, gens, tr.seed)
 
@@ -387,12 +388,10 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
         # Where this attempt runs (node, worker process): updated when a restored trial reopens its run.
         where = {"gitune.node_id": _node_id(), "gitune.pid": str(os.getpid())}
         run = TrialRun.open(tracking, ctx.get_trial_id(), ctx.get_trial_name(), params,
-                            tags={"stage": "classifier", **where})
-        if run.resumed:
-            run.set_tags(where)
-        if run.resumed and start_epoch > 0:
+                            tags={"stage": "classifier", **where, LOGGED_ALL: "false"}, checkpoint=checkpoint)
+        if start_epoch > 0:
             run.log_metrics({"trial/resumed_at_epoch": start_epoch}, step=start_epoch)
-        if not run.resumed:
+        else:
             run.log_text("\n".join(f"{class_key(c)},{data.class_names[c]},{n}" for c, n in enumerate(counts)),
                          "class_counts.csv")
 
@@ -409,13 +408,12 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
         metrics.update(evaluated)
         if device.type == "cuda":  # reset when the epoch began: training, evaluation and measurement
             metrics["perf/gpu_mem_peak_gb"] = gpu_mem_peak_gb(device)
-        if run is not None:
+        if run is not None:  # queued: sent once Tune holds the checkpoint of this epoch (report_step)
             run.log_metrics(metrics, step=done)
             if inv:
                 _log_per_class(run, data, metrics, inv, done)
-        with tempfile.TemporaryDirectory() as d:
-            save_state(d, _parts(model, optimizer, scheduler), gens, epoch=done)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        report_step(metrics, lambda d: save_state(d, _parts(model, optimizer, scheduler), gens, epoch=done),
+                    f"epoch {done}", run)
     if run is not None:
         run.finish("FINISHED")
 

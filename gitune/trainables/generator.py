@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -30,9 +29,11 @@ from gitune.metrics.generator_fidelity import measure_fidelity, nuisance_synthes
 from gitune.models import count_parameters
 from gitune.generator_file import GENERATOR_FILE, export_generator
 from gitune.models.munit import MUNIT_DEFAULTS, build_munit, munit_check
-from gitune.tracking import TrackingContext, TrialRun
-from gitune.trainables.checkpoint import restore_state, save_state
+from gitune.tracking import TrackingContext
+from gitune.trial_run import LOGGED_ALL, TrialRun
+from gitune.trainables.checkpoint import newest_checkpoint, restore_state, save_state
 from gitune.trainables.diverged import end_diverged
+from gitune.trainables.reporting import report_step
 from gitune.trainables.classifier import pick_device, stream_seed
 from gitune.training.compute import Compute, cudnn_autotune, resolve_compute
 from gitune.training.git import generate, to_generator_range
@@ -151,7 +152,7 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
 
     parts = {"gen": gen, "dis": dis, "opt_g": opt_g, "opt_d": opt_d, "sched_g": sched_g, "sched_d": sched_d}
     start = 0
-    checkpoint = tune.get_checkpoint()
+    checkpoint = newest_checkpoint(tune.get_checkpoint(), "iteration")
     if checkpoint is not None:
         start = restore_stage(checkpoint, parts, rng, gc.seed)
 
@@ -164,8 +165,8 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
                        "data/train_images": len(labels), "data/num_classes": data.num_classes,
                        "generator/lr_used": generator_lr(gc), **compute.describe()})
         run = TrialRun.open(tracking, ctx.get_trial_id(), ctx.get_trial_name(), params,
-                            tags={"stage": "generator"})
-        if run.resumed and start > 0:
+                            tags={"stage": "generator", LOGGED_ALL: "false"}, checkpoint=checkpoint)
+        if start > 0:
             run.log_metrics({"trial/resumed_at_iteration": start}, step=start)
 
     total, every = gc.iterations, gc.report_every
@@ -195,19 +196,21 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
                          {"iteration": done})
             return
         metrics.update(measure_generator(gen, fid_set, truth, gc))
-        if run is not None:
+        if run is not None:  # queued: sent once Tune holds the checkpoint of this report (report_step)
             run.log_metrics(metrics, step=done)
             grid_every = gc.grid_every
             if done == total or (grid_every and done // grid_every > (done - n_sum) // grid_every):
                 run.log_image(_grid_png(gen, grid_set, gc.seed), f"samples/iter_{done:07d}.png")
-        with tempfile.TemporaryDirectory() as d:
+
+        def write(d: str, done: int = done) -> None:
             save_state(d, parts, {"train": rng}, iteration=done)
             if done == total:  # the finished generator, in the file format the sweep and users load
                 export_generator(os.path.join(d, GENERATOR_FILE), gen.state_dict(), arch_of(gc), channels,
                                  size, {"iterations": done, "data": data_cfg})
                 if run is not None:
                     run.log_artifact(os.path.join(d, GENERATOR_FILE), "generator")
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+        report_step(metrics, write, f"iteration {done}", run)
         sums = {k: torch.zeros((), device=device) for k in LOSS_KEYS}
         n_sum, t0 = 0, time.perf_counter()
     if run is not None:
