@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast venv clean
+.PHONY: demo test test-fast venv clean clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,5 +28,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
+# Build outputs only: the venv's install stamp (the next `make` reinstalls), caches, packaging leftovers.
 clean:
-	rm -rf ray_results mlflow.db mlartifacts reports
+	rm -f $(STAMP)
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -rf .pytest_cache build dist *.egg-info
+
+# Sweep results in the working directory (the defaults of --tracking-uri, --storage and gitune.report's --out):
+# every MLflow run and Tune checkpoint kept there. Deliberately not part of `clean`.
+clean-results:
+	rm -rf mlflow.db mlartifacts ray_results reports

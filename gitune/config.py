@@ -127,8 +127,10 @@ _G = MUNIT_DEFAULTS  # the generator's architecture defaults live beside the net
 KEYS: tuple[Key, ...] = (
     Key("data.name", "glyphs", Check(lambda v: isinstance(v, str) and v in DATASETS,  # live: registry.SOURCES
                                      "one of: " + ", ".join(DATASETS), json={"enum": list(DATASETS)}),
-        "`glyphs` (built-in, no download), `cifar10`, `cifar100`, `npz`, `imagefolder`, `torchvision`"),
-    Key("data.root", "./data", string(), "where CIFAR / torchvision files live / are downloaded"),
+        "`glyphs` (built-in, no download), `cifar10`, `cifar100`, `npz`, `imagefolder`, `tinyimagenet`, "
+        "`torchvision`"),
+    Key("data.root", "./data", string(),
+        "where CIFAR / torchvision files live / are downloaded; `tinyimagenet`: the folder holding tiny-imagenet-200/"),
     Key("data.path", None, string(nullable=True), "the `.npz` file or image folder for custom data"),
     Key("data.download", True, boolean(), "let torchvision download CIFAR / a torchvision dataset when missing"),
     Key("data.profile", "exp", one_of(*PROFILES), "long-tail profile"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -47,6 +48,8 @@ def resolve_reference(ref: str, tracking_uri: str, where: str) -> str:
             raise UserError(f"{where}: {ref}: no MLflow store at {tracking_uri} to find that run in "
                             f"(pass --tracking-uri)")
         uri = ref
+        if ref.startswith("models:/") and not os.environ.get("MLFLOW_REGISTRY_URI"):
+            mlflow.set_registry_uri(tracking_uri)  # the Model Registry of the tracking store, not the cwd's
         if ref.startswith("runs:/") and len(ref.rstrip("/").split("/")) <= 2:
             uri = ref.rstrip("/") + f"/generator/{GENERATOR_FILE}"  # where the generator trainable logs it
         try:
@@ -267,6 +270,9 @@ def prepare_generator(spec, root: str, run_dir: str, ctx, resume: bool, image_sh
             payload, how = read_generator_file(local, where), "trained"
             payload["source"] = uri or f"{run_dir}/{GENERATOR_STAGE}"
             payload["meta"]["mlflow_run_id"] = run_id
+            model = _register(spec, ctx, run_id)
+            if model:
+                payload["meta"]["mlflow_model"] = model
             if not_for_key:
                 print(f"gitune: generator: trained; not stored in the cache under key {key}: {not_for_key}")
             elif uri is None:
@@ -282,9 +288,26 @@ def prepare_generator(spec, root: str, run_dir: str, ctx, resume: bool, image_sh
         run_id = payload.get("meta", {}).get("mlflow_run_id")
         if run_id:
             client_tags["gitune.generator_run_id"] = run_id
+        if how == "trained" and payload["meta"].get("mlflow_model"):
+            client_tags["gitune.generator_model"] = payload["meta"]["mlflow_model"]
         tracking.set_parent_tags(ctx, client_tags)
     sys.stdout.flush()
     return payload
+
+
+def _register(spec, ctx, run_id: str | None) -> str | None:
+    """The trained generator as a version of the registered model `generator.register_as` (default
+    `<name>-generator`; '' turns it off): its models:/ URI, printed, or None."""
+    from gitune import tracking
+
+    name = spec.generator.get("register_as")
+    name = f"{spec.name}-generator" if name is None else name.strip()
+    if ctx is None or not run_id or not name:
+        return None
+    model = tracking.register_generator(ctx, run_id, name)
+    if model:
+        print(f"gitune: generator: registered as {model} (generator.checkpoint: {model} reuses it)")
+    return model
 
 
 def check_resumable(spec, root: str, run_dir: str) -> None:

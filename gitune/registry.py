@@ -21,6 +21,7 @@ SOURCES = {
     "cifar100": "gitune.data.sources:load_cifar",
     "npz": "gitune.data.sources:load_npz",
     "imagefolder": "gitune.data.sources:load_imagefolder",
+    "tinyimagenet": "gitune.data.sources:load_tinyimagenet",
     "torchvision": "gitune.data.torchvision_source:load",
 }
 # data.name → check(cfg): the optional cheap preflight before Ray starts (files there and well formed).
@@ -29,6 +30,7 @@ SOURCE_CHECKS = {
     "cifar100": "gitune.data.sources:check_cifar",
     "npz": "gitune.data.sources:check_npz",
     "imagefolder": "gitune.data.sources:check_imagefolder",
+    "tinyimagenet": "gitune.data.sources:check_tinyimagenet",
     "torchvision": "gitune.data.torchvision_source:check",
 }
 # model.arch → build(arch, num_classes, in_channels, cosine_head, cosine_scale); one builder may serve a family.

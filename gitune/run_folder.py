@@ -75,12 +75,15 @@ def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def spec_changes(old_yaml: str, new_yaml: str) -> list[tuple[str, Any, Any]]:
-    """(key, old value, new value) for every key whose value differs; a missing key's value is `_ABSENT`."""
+    """(key, old value, new value) for every key whose value differs; a missing key's value is `_ABSENT`. A key
+    missing on one side and null on the other is no change: keys added to gitune later default to null, and a
+    run started before one existed must resume without --force."""
     from gitune.spaces import safe_load
 
     old, new = flat(safe_load(old_yaml) or {}), flat(safe_load(redact(new_yaml)) or {})
     keys = [k for k in {**old, **new} if k.split(".", 1)[0] not in IGNORED]
-    return [(k, old.get(k, _ABSENT), new.get(k, _ABSENT)) for k in keys if old.get(k, _ABSENT) != new.get(k, _ABSENT)]
+    pairs = [(k, old.get(k, _ABSENT), new.get(k, _ABSENT)) for k in keys]
+    return [(k, a, b) for k, a, b in pairs if a != b and not (a is _ABSENT and b is None or b is _ABSENT and a is None)]
 
 
 def show(value: Any) -> str:

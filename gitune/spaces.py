@@ -114,9 +114,62 @@ class SweepSpec:
     description: str = ""
     source: str = ""
     generator: dict[str, Any] | None = None  # the validated `generator:` block (gitune.spec_keys)
+    time_budget_s: float | None = None  # Tune's TuneConfig(time_budget_s); None: no limit
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# The space files that come with gitune: found beside the package (a checkout or an editable install), not in
+# the working directory, so `--list` and the suggestions for a mistyped --space work from any folder.
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+
+
+def bundled_spaces() -> list[Path]:
+    """The bundled search-space files (search_spaces/*.yaml), sorted by name; none outside a checkout."""
+    return sorted(SPACES_DIR.glob("*.yaml")) if SPACES_DIR.is_dir() else []
+
+
+def shown_path(path: Path) -> str:
+    """A bundled file as the user would type it: relative to the working directory when it lies below it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def missing_space(given: str) -> str:
+    """The one-line message for a --space file that is not there, with the closest bundled files (difflib)."""
+    import difflib
+
+    path = Path(given)
+    what = "a folder, not a file" if path.is_dir() else "no such file"
+    files = bundled_spaces()
+    stem = path.stem if path.suffix in (".yaml", ".yml") else path.name
+    near = difflib.get_close_matches(stem, [f.stem for f in files], n=3, cutoff=0.5)
+    listing = "python -m gitune.sweep --list"
+    if near:
+        names = ", ".join(shown_path(SPACES_DIR / f"{n}.yaml") for n in near)
+        return f"{given}: {what}; did you mean {names}? ({listing} shows them all)"
+    return f"{given}: {what} (expected a YAML search-space file; {listing} shows the bundled ones)"
+
+
+def space_listing() -> str:
+    """`--list`: every bundled space file with the first line of its description."""
+    files = bundled_spaces()
+    if not files:
+        return f"no bundled search-space files (expected them in {SPACES_DIR})\n"
+    rows = []
+    for f in files:
+        try:
+            raw = safe_load(f.read_text())
+            text = raw.get("description") if isinstance(raw, dict) else None
+        except (yaml.YAMLError, OSError, UnicodeDecodeError):
+            text = "(unreadable)"
+        first = str(text).strip().splitlines()[0] if text and str(text).strip() else ""
+        rows.append((shown_path(f), first))
+    width = max(len(name) for name, _ in rows)
+    return "".join(f"{name:<{width}}  {first}".rstrip() + "\n" for name, first in rows)
 
 
 def load_spec(path: str | Path, overrides: list[str] = (), num_samples: int | None = None,
@@ -125,7 +178,7 @@ def load_spec(path: str | Path, overrides: list[str] = (), num_samples: int | No
     path = Path(path)
     where = str(path)
     if not path.is_file():
-        raise UserError(f"{where}: no such file (expected a YAML search-space file)")
+        raise UserError(missing_space(where))
     try:
         raw = safe_load(path.read_text())
     except yaml.YAMLError as e:
@@ -174,8 +227,9 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         C.check_key(key, f"--set {key}")
         _set_in(raw, "config", key, value)
         space = raw.get("space")
-        if isinstance(space, dict):
-            space.pop(key, None)
+        if isinstance(space, dict) and key in space:
+            space.pop(key)
+            _unpin_points(raw, key)
     elif top not in TOP_KEYS:
         raise UserError(f"--set {key}: unknown key (expected a spec key ({', '.join(TOP_KEYS)}) "
                         f"or a config key under {', '.join(C.GROUPS)})")
@@ -185,6 +239,16 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         _set_in(raw, top, key.split(".", 1)[1], value)
     else:
         raw[key] = value
+
+
+def _unpin_points(raw: dict[str, Any], key: str) -> None:
+    """A tuned key pinned or untuned by --set leaves `search.points_to_evaluate` too: the value given on the
+    command line applies to every trial, the recipe's points included (else each point would be refused)."""
+    search = raw.get("search")
+    points = search.get("points_to_evaluate") if isinstance(search, dict) else None
+    if isinstance(points, list):
+        search["points_to_evaluate"] = [{k: v for k, v in p.items() if k != key} if isinstance(p, dict) else p
+                                        for p in points]
 
 
 def _set_space(raw: dict[str, Any], key: str, dist: Any) -> None:
@@ -198,7 +262,8 @@ def _set_space(raw: dict[str, Any], key: str, dist: Any) -> None:
     if not isinstance(space, dict):
         raise UserError(f"--set space.{key}: 'space' in the file is not a mapping of config keys to distributions")
     if dist is None:
-        space.pop(key, None)
+        if space.pop(key, None) is not None:
+            _unpin_points(raw, key)
         return
     try:
         _parse_space({key: dist}, "--set")
@@ -228,8 +293,9 @@ def build_spec(raw: dict[str, Any], where: str) -> SweepSpec:
                                  has_nuisance=_has_nuisance(cfg, space))
     spec = SweepSpec(name=top["name"].strip(), trainable=top["trainable"], metric=top["metric"], mode=top["mode"],
                      num_samples=top["num_samples"], config=cfg, space=space, description=top["description"],
-                     source=where, generator=generator, **subs)
+                     source=where, generator=generator, time_budget_s=top["time_budget_s"], **subs)
     _check_space_sample(spec, where)
+    _check_points(spec, where)
     _check_git(spec, where)
     return spec
 
@@ -437,6 +503,58 @@ def _on_grid(bound: float, q: float, round_fn) -> float:
     return bound if math.isclose(scaled, round(scaled)) else round_fn(scaled) * q
 
 
+def _check_points(spec: SweepSpec, where: str) -> None:
+    """`search.points_to_evaluate`: configs the searcher tries first (e.g. the paper's recipe). Each point maps
+    tuned keys to values their distributions can produce (Optuna: every tuned key, as it enqueues whole
+    trials); the rest of a random-search point is sampled. Checked like a sampled config, cross-key rules too."""
+    points = spec.search.get("points_to_evaluate")
+    if not points:
+        return
+    kind = spec.search["type"]
+    if kind == "grid":
+        raise UserError(f"{where}: search.points_to_evaluate: search.type grid runs every grid point already; "
+                        f"use random or optuna")
+    if len(points) > spec.num_samples:
+        raise UserError(f"{where}: search.points_to_evaluate: {len(points)} points but num_samples is "
+                        f"{spec.num_samples} (each point is one of the trials; raise num_samples, or drop "
+                        f"the points with --set search.points_to_evaluate=null)")
+    for i, point in enumerate(points):
+        w = f"{where}: search.points_to_evaluate[{i}]"
+        for key, value in point.items():
+            if key not in spec.space:
+                tuned = ", ".join(spec.space) or "none"
+                raise UserError(f"{w}.{key}: not a tuned key (expected keys of `space`: {tuned})")
+            _check_point_value(spec.space[key], key, value, f"{w}.{key}")
+        missing = [k for k in spec.space if k not in point]
+        if kind == "optuna" and missing:
+            raise UserError(f"{w}: Optuna needs a value for every tuned key; missing {', '.join(missing)}")
+        cfg = copy.deepcopy(spec.config)
+        for key, value in point.items():
+            C.set_dotted(cfg, key, value)
+        C.validate_config(cfg, f"{w} →", tuned=set(missing))
+
+
+def _check_point_value(dist: dict[str, list[Any]], key: str, value: Any, w: str) -> None:
+    """A point's value must be one its distribution can produce: a listed value, or a number within the bounds
+    (an integer for integer keys, on the grid of a q-distribution)."""
+    kind, args = next(iter(dist.items()))
+    chk = C.schema()[key]
+    if kind in ("choice", "grid"):
+        if not any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in args):
+            raise UserError(f"{w}: expected one of the values of space.{key} "
+                            f"({', '.join(shown(v) for v in args)}), got {shown(value)}")
+        return
+    lo, hi = _values_or_bounds(dist, key)
+    if not (C._is_num(value) and chk.test(value) and lo <= value <= hi):
+        raise UserError(f"{w}: expected a number from {shown(lo)} to {shown(hi)} (space.{key}: {kind} "
+                        f"{shown(args)}), got {shown(value)}")
+    if (chk.numeric == "int" or kind == "randint") and not C._is_int(value):
+        raise UserError(f"{w}: expected an integer (space.{key}: {kind} {shown(args)}), got {shown(value)}")
+    if kind == "quniform" and not math.isclose(value / args[2], round(value / args[2])):
+        raise UserError(f"{w}: expected a multiple of q={shown(args[2])} (space.{key}: quniform "
+                        f"{shown(args)}), got {shown(value)}")
+
+
 def _check_space_sample(spec: SweepSpec, where: str) -> None:
     """Cross-key rules on one representative config per tuned value (catches e.g. npz without a path)."""
     for key, dist in spec.space.items():
@@ -482,16 +600,28 @@ def _int_steps(lo: int, hi: int, q: int):
 
 
 def search_algorithm(spec: SweepSpec):
-    """Random (seeded), grid or Optuna TPE (seeded), as the spec says."""
+    """Random (seeded), grid or Optuna TPE (seeded), as the spec says; `search.points_to_evaluate` first."""
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
     se = spec.search
+    points = se.get("points_to_evaluate") or None  # the generator stage's search has no such key
     if se["type"] == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        alg = OptunaSearch(seed=se["seed"])  # TPE, seeded
+        # Optuna names a nested param "group/key" (Ray flattens the param space with "/").
+        flat = [{k.replace(".", "/"): v for k, v in p.items()} for p in points] if points else None
+        alg = OptunaSearch(seed=se["seed"], points_to_evaluate=flat)  # TPE, seeded
         return ConcurrencyLimiter(alg, max_concurrent=se["max_concurrent"]) if se["max_concurrent"] else alg
-    return BasicVariantGenerator(random_state=se["seed"], max_concurrent=se["max_concurrent"] or 0)
+    nested = [_nested(p) for p in points] if points else None  # Ray resolves a point as a partial config
+    return BasicVariantGenerator(random_state=se["seed"], max_concurrent=se["max_concurrent"] or 0,
+                                 points_to_evaluate=nested)
+
+
+def _nested(point: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in point.items():
+        C.set_dotted(out, key, value)
+    return out
 
 
 def describe(spec: SweepSpec) -> str:

@@ -69,8 +69,12 @@ _CPU = float_range(0, lo_open=True)
 _GPU = replace(float_range(0, 1), expected="0, 1 or a fraction < 1 (packs trials on a GPU); a trial uses one "
                                                "device, so more than 1 GPU per trial would sit idle")
 _RETRIES = replace(int_range(-1), expected="an integer ≥ 0 (or -1: retry forever)")
+_POINTS = Check(lambda v: v is None or (isinstance(v, list) and bool(v) and all(isinstance(p, dict) and p for p in v)),
+                "a non-empty list of mappings {tuned config key: value} (or null)",
+                json={"type": ["array", "null"], "minItems": 1,
+                      "items": {"type": "object", "minProperties": 1}})
 _CHECKPOINT = Check(lambda v: v is None or (isinstance(v, str) and v.strip() != ""),
-                    "a path to generator.pt or runs:/<run_id> (or null)",
+                    "a path to generator.pt, runs:/<run_id> or models:/<name>/<version> (or null)",
                     json={"type": ["string", "null"], "minLength": 1})
 
 SPEC_KEYS: tuple[Key, ...] = (
@@ -89,6 +93,10 @@ SPEC_KEYS: tuple[Key, ...] = (
     Key("search.type", "random", _SEARCHER, "`random`, `grid` (choice/grid values only) or `optuna` (TPE)"),
     Key("search.seed", 0, _SEED, "the searcher's seed (null: unseeded)"),
     Key("search.max_concurrent", None, int_range(1, nullable=True), "trials at once (null: as resources allow)"),
+    Key("search.points_to_evaluate", None, _POINTS,
+        "configs tried first, e.g. the paper's recipe: [{git.prob: 0.5, optim.lr: 0.1}]; each names tuned keys "
+        "(every one with optuna) with values their distributions can produce; random and optuna only "
+        "(docs/search.md)"),
     Key("resources", {}, _MAPPING, "per-trial resources"),
     Key("resources.cpu", 1, _CPU, "CPUs per trial"),
     Key("resources.gpu", 0, _GPU, "GPUs per trial: 0, 1 or a fraction that packs trials on a GPU"),
@@ -96,11 +104,17 @@ SPEC_KEYS: tuple[Key, ...] = (
     Key("checkpoint.num_to_keep", 2, int_range(1, nullable=True), "checkpoints kept per trial (null: all)"),
     Key("failure", {}, _MAPPING, "retries of crashed trials"),
     Key("failure.max_failures", 2, _RETRIES, "retries of a crashed trial (-1: forever)"),
+    Key("time_budget_s", None, float_range(0, lo_open=True, nullable=True),
+        "wall-clock seconds for the classifier stage (Tune's TuneConfig time_budget_s): no new trial starts after "
+        "it and running ones are stopped (null: no limit)"),
     Key("config", None, _MAPPING, "fixed trial config"),
     Key("space", None, _MAPPING, "tuned trial config: dotted config keys → one distribution"),
     Key("generator", None, _MAPPING, "the generator stage (GIT); absent: none"),
     Key("generator.checkpoint", None, _CHECKPOINT,
-        "a generator.pt file/folder or runs:/<run_id>: skips pretraining"),
+        "a generator.pt file/folder, runs:/<run_id> or models:/<name>/<version>: skips pretraining"),
+    Key("generator.register_as", None, _or_null(_TEXT),
+        "the MLflow registered model a newly trained generator becomes a version of (null: `<name>-generator`; "
+        "'': not registered); `generator.checkpoint: models:/NAME/VERSION` takes it"),
     Key("generator.num_samples", 1, int_range(1), "generator trials"),
     Key("generator.metric", None, one_of(*GENERATOR_METRICS, nullable=True),
         "null: fid/nuisance_ed with a data.nuisance, else fid/style_x_content"),

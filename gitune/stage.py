@@ -49,7 +49,8 @@ def run_stage(spec, trainable, stage_dir: str, ctx, resume: bool, metric_columns
         callbacks=[trial_status_callback(ctx, spec.scheduler["type"])] if ctx is not None else [],
         progress_reporter=reporter, verbose=1)
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
-                                  scheduler=scheduler(spec), search_alg=search_algorithm(spec))
+                                  scheduler=scheduler(spec), search_alg=search_algorithm(spec),
+                                  time_budget_s=spec.time_budget_s)
     return _closed(_fit(tune.Tuner(trainable, param_space=param_space(spec), run_config=run_config,
                                    tune_config=tune_config), stage_dir), ctx, spec)
 

@@ -17,26 +17,62 @@ from gitune import run_folder
 from gitune.config_doc import PrintSchema
 from gitune.errors import CliParser, UserError, run_cli
 from gitune.redact import redact
-from gitune.spaces import SweepSpec, _values_or_bounds, describe, load_spec
+from gitune.spaces import SweepSpec, _values_or_bounds, describe, load_spec, missing_space
 
 SUMMARY_KEYS = ("val/bal_acc", "val/acc", "val/acc_many", "val/acc_medium", "val/acc_few", "inv/ekld_many",
                 "inv/ekld_few", "inv/ekld_size_spearman", "inv/ekld_gen_few", "test/bal_acc", "test/acc_few",
                 "epoch")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = CliParser(prog="python -m gitune.sweep", description=__doc__.splitlines()[0])
-    p.add_argument("--space", required=True, help="search-space YAML file (see search_spaces/)")
+EXAMPLES = """\
+examples:
+  python -m gitune.sweep --list                                   # the bundled search spaces
+  python -m gitune.sweep --space search_spaces/demo.yaml          # built-in data, CPU, offline (~5 min)
+  python -m gitune.sweep --space search_spaces/cifar_lt.yaml      # CIFAR-10-LT, the paper's recipe (GPU)
+  python -m gitune.sweep --space search_spaces/cifar_lt.yaml --set data.name=cifar100   # CIFAR-100-LT
+  python -m gitune.sweep --space search_spaces/cifar_lt.yaml --dry-run        # check and print the spec
+  python -m gitune.sweep --space search_spaces/cifar_lt.yaml --set train.epochs=20 --num-samples 4
+  python -m gitune.sweep --space search_spaces/cifar_lt.yaml --resume         # after Ctrl-C or a crash
+
+Relative paths in the config (data.root, data.path) are taken from the directory the command runs in.
+A mistake in the spec, the overrides or the data is reported in one line, exit status 2, before Ray starts.
+"""
+
+
+class ListSpaces(argparse.Action):
+    """`--list`: print the bundled search spaces with their descriptions and exit 0 (no --space needed)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from gitune.spaces import space_listing
+
+        sys.stdout.write(space_listing())
+        parser.exit(0)
+
+
+def parse_args(argv: list[str] | None, prog: str = "python -m gitune.sweep") -> argparse.Namespace:
+    from gitune import version_string
+
+    p = CliParser(prog=prog, description="Run a sweep of a search-space file with Ray Tune (ASHA + random, grid "
+                  "or Optuna search), every trial tracked in MLflow.", epilog=EXAMPLES,
+                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", required=True, metavar="FILE",
+                   help="search-space YAML file (see search_spaces/ and --list)")
+    p.add_argument("--list", action=ListSpaces, help="list the bundled search spaces with their descriptions and exit")
+    p.add_argument("--version", action="version", version=version_string())
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec or config key, e.g. --set train.epochs=5 --set scheduler.max_t=5; tune a "
                         "key with --set 'space.train.seed={grid: [0, 1, 2]}' (null removes it from the space)")
-    p.add_argument("--num-samples", type=int, help="number of trials (overrides num_samples)")
-    p.add_argument("--name", help="sweep / MLflow experiment name (overrides name)")
-    p.add_argument("--storage", help="where Tune keeps results and checkpoints: a local folder (default "
-                   "./ray_results), s3://… or gs://… (shared storage is needed on a multi-node cluster)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's default, "
+    p.add_argument("--num-samples", type=int, metavar="N", help="number of trials (overrides num_samples)")
+    p.add_argument("--name", metavar="NAME", help="sweep / MLflow experiment name (overrides name)")
+    p.add_argument("--storage", metavar="PATH", help="where Tune keeps results and checkpoints: a local folder "
+                   "(default ./ray_results), s3://… or gs://… (shared storage is needed on a multi-node cluster)")
+    p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: MLflow's default, "
                    "sqlite:///mlflow.db in the working directory; http://host:5000 for a server)")
-    p.add_argument("--address", help="Ray cluster to join (auto, ray://host:10001); default: start a local one")
+    p.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster to join (auto, ray://host:10001); default: start a local one")
     p.add_argument("--shared-storage", action="store_true",
                    help="declare that the local --storage path is a shared mount (NFS) seen by every node of a "
                         "multi-node cluster")
@@ -53,8 +89,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_cli(run, parse_args(argv))
+def main(argv: list[str] | None = None, prog: str = "python -m gitune.sweep") -> int:
+    return run_cli(run, parse_args(argv, prog))
 
 
 def storage_root(arg: str | None) -> str:
@@ -186,6 +222,8 @@ def asha_rungs(spec: SweepSpec) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     if args.force is not None and not args.resume:
         raise UserError("--force: only with --resume (it accepts changes to the spec of the run resumed)")
+    if not Path(args.space).is_file():  # one line with the closest bundled files (gitune.spaces.missing_space)
+        raise UserError(f"--space {missing_space(args.space)}")
     spec = load_spec(args.space, args.overrides, args.num_samples, args.name)
     if args.dry_run:
         check_data_paths(spec)
@@ -318,7 +356,10 @@ def _resume_command(args: argparse.Namespace) -> str:
             parts.append(f"--{flag.replace('_', '-')} {shlex.quote(str(getattr(args, flag)))}")
     if getattr(args, "shared_storage", False):
         parts.append("--shared-storage")
-    return " ".join(parts + ["--resume"])
+    parts.append("--resume")
+    if getattr(args, "force", None) is not None:  # a resumed run whose spec changed needs it every time
+        parts.append("--force" + (f" {shlex.quote(args.force)}" if args.force else ""))
+    return " ".join(parts)
 
 
 def _sweep_params(spec: SweepSpec) -> dict[str, Any]:

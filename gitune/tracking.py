@@ -37,6 +37,8 @@ class TrackingContext:
     experiment_id: str
     experiment_name: str
     parent_run_id: str
+    space_keys: tuple[str, ...] = ()  # the spec's tuned keys (space), named in the trial runs' names
+    generator_space_keys: tuple[str, ...] = ()  # ... and the generator block's (generator.lr, ...)
 
 
 
@@ -92,6 +94,106 @@ def git_commit(path: Path) -> str | None:
         return None
 
 
+def git_state(path: Path) -> dict[str, str]:
+    """The branch and whether the work tree has changes, as tags ({} outside a git work tree)."""
+    tags = {}
+    try:
+        out = subprocess.run(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=path, capture_output=True,
+                             text=True, timeout=5)
+        if out.returncode == 0 and out.stdout.strip() and out.stdout.strip() != "HEAD":
+            tags["mlflow.source.git.branch"] = out.stdout.strip()
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=path,
+                             capture_output=True, text=True, timeout=10)
+        if out.returncode == 0:
+            tags["gitune.git_dirty"] = "true" if out.stdout.strip() else "false"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return tags
+
+
+def source_tags() -> dict[str, str]:
+    """mlflow.source.name / mlflow.source.type / mlflow.user, as MLflow's fluent mlflow.start_run sets them."""
+    import getpass
+
+    try:  # MLflow's own helpers (private: a later MLflow may move them)
+        from mlflow.tracking.context.default_context import _get_main_file, _get_user
+
+        main, user = _get_main_file(), _get_user()
+    except Exception:  # noqa: BLE001
+        main = sys.argv[0] if sys.argv and sys.argv[0] else None
+        try:
+            user = getpass.getuser()
+        except Exception:  # noqa: BLE001 - no user name in this environment
+            user = "unknown"
+    return {"mlflow.source.name": main or "python", "mlflow.source.type": "LOCAL", "mlflow.user": user}
+
+
+def _spec_facts(spec_yaml: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """(description, tuned keys, generator's tuned keys) of a resolved spec as YAML."""
+    import yaml
+
+    try:
+        tree = yaml.safe_load(spec_yaml) or {}
+    except yaml.YAMLError:
+        return "", (), ()
+    gen = tree.get("generator") if isinstance(tree.get("generator"), dict) else {}
+    return (str(tree.get("description") or ""), tuple(tree.get("space") or ()),
+            tuple(gen.get("space") or ()))
+
+
+def run_name(ctx: TrackingContext, trial_id: str, config: dict[str, Any], stage: str = "classifier") -> str:
+    """A trial run's name: `<sweep>-<trial number>` and the tuned values by the last segment of their keys,
+    e.g. `cifar_lt-00003 lr=0.1 loss=ldam` (`cifar_lt-gen-00000 lr=0.0001` for a generator trial)."""
+    from gitune.config import get_dotted
+
+    keys = ctx.generator_space_keys if stage == "generator" else ctx.space_keys
+    short = trial_id.rsplit("_", 1)[-1]
+    parts = [f"{ctx.experiment_name}-{'gen-' if stage == 'generator' else ''}{short}"]
+    for key in keys:
+        try:
+            v = get_dotted(config, key)
+        except (KeyError, TypeError):
+            continue
+        text = f"{v:.4g}" if isinstance(v, float) else str(v)
+        parts.append(f"{key.rsplit('.', 1)[-1]}={text[:24]}")
+    return redact(" ".join(parts))[:250]
+
+
+def dataset_input(data_cfg: dict[str, Any], class_counts: list[int], image_shape, class_names=None) -> dict[str, Any]:
+    """TrialRun.log_input's arguments for a trial's data: name = data name + long-tail profile and ratio, digest
+    of the data config, source = the data path (or builtin:<name>), the class counts as profile."""
+    import hashlib
+    import json
+
+    name = str(data_cfg.get("name"))
+    if data_cfg.get("dataset"):
+        name += f"-{data_cfg['dataset']}"
+    if data_cfg.get("profile"):
+        ratio = data_cfg.get("ratio")
+        name += f"-{data_cfg['profile']}" + (f"-r{ratio:g}" if isinstance(ratio, (int, float)) else "")
+
+    def plain(v):  # 4 and 4.0 (a YAML int, a typed float) are the same data config
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return int(v) if isinstance(v, float) and v.is_integer() else v
+
+    digest = hashlib.sha256(json.dumps(plain(data_cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = data_cfg.get("path")
+    source, source_type = (str(path), "local") if path else (f"builtin:{data_cfg.get('name')}", "builtin")
+    shape = [int(x) for x in image_shape]
+    schema = {"mlflow_tensorspec": {
+        "features": json.dumps([{"type": "tensor", "tensor-spec": {"dtype": "uint8", "shape": [-1, *shape]}}]),
+        "targets": json.dumps([{"type": "tensor", "tensor-spec": {"dtype": "int64", "shape": [-1]}}])}}
+    profile = {"num_classes": len(class_counts), "train_images": int(sum(class_counts)),
+               "class_counts": [int(n) for n in class_counts]}
+    if class_names is not None and len(class_names) <= 200:
+        profile["class_names"] = [str(c) for c in class_names]
+    return {"name": redact(name)[:500], "digest": digest, "source": redact(source), "source_type": source_type,
+            "schema": json.dumps(schema), "profile": json.dumps(profile)}
+
+
 def _artifact_location(uri: str) -> str | None:
     """Keep a local store's artifacts next to its database (like `mlflow server` does), not in the cwd."""
     if uri.startswith("sqlite:///"):
@@ -142,6 +244,7 @@ def start_sweep(name: str, uri: str, sweep_path: str, spec_yaml: str, space_file
     from gitune.trial_run import bound_http_calls
 
     bound_http_calls()  # here and, inherited or set again, in the trials
+    description, space_keys, gen_keys = _spec_facts(spec_yaml)
     with _first_use_lock(uri):  # a fresh SQLite store: one process creates its tables
         client = _client(uri)
         exp = retry(lambda: client.get_experiment_by_name(name))
@@ -161,12 +264,16 @@ def start_sweep(name: str, uri: str, sweep_path: str, spec_yaml: str, space_file
             run_id = runs[0].info.run_id
             retry(lambda: client.update_run(run_id, status="RUNNING"))
             retry(lambda: client.set_tag(run_id, "gitune.resumed", "true"))
-            return TrackingContext(uri, exp_id, name, run_id)
+            return TrackingContext(uri, exp_id, name, run_id, space_keys, gen_keys)
     tags = {ROLE: "sweep", SWEEP_PATH: redact(sweep_path), "gitune.space_file": redact(str(space_file)),
             "mlflow.runName": redact(Path(sweep_path).name)}
     commit = git_commit(space_file.resolve().parent)
     if commit:
         tags["mlflow.source.git.commit"] = commit
+        tags.update(git_state(space_file.resolve().parent))
+    tags.update({k: redact(v) for k, v in source_tags().items()})
+    if description.strip():
+        tags["mlflow.note.content"] = redact(description)[:5000]  # the run page's description
     run = retry(lambda: client.create_run(exp_id, tags=tags))
     run_id = run.info.run_id
     items = [Param(k, redact(str(v))[:6000]) for k, v in params.items()]
@@ -175,7 +282,32 @@ def start_sweep(name: str, uri: str, sweep_path: str, spec_yaml: str, space_file
     retry(lambda: client.log_text(run_id, redact(spec_yaml), "spec/resolved.yaml"))
     if space_file.is_file():
         retry(lambda: client.log_text(run_id, redact(space_file.read_text()), f"spec/{space_file.name}"))
-    return TrackingContext(uri, exp_id, name, run_id)
+    return TrackingContext(uri, exp_id, name, run_id, space_keys, gen_keys)
+
+
+def register_generator(ctx: TrackingContext, run_id: str, name: str) -> str | None:
+    """Register the generator a trial run logged (generator/generator.pt) as a new version of the registered
+    model `name`; its `models:/NAME/VERSION` URI, which `generator.checkpoint` takes, or None (with a warning)
+    when the store does not answer or refuses."""
+    from mlflow.exceptions import MlflowException
+
+    from gitune.trial_run import call, why
+
+    client = _client(ctx.uri)
+    try:
+        try:
+            call(lambda: client.create_registered_model(
+                name, description=f"MUNIT generators pretrained by gitune sweep {ctx.experiment_name}"))
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        version = call(lambda: client.create_model_version(
+            name, f"runs:/{run_id}/generator", run_id=run_id,
+            tags={"gitune.sweep": ctx.experiment_name, "gitune.parent_run_id": ctx.parent_run_id}))
+    except Exception as e:  # noqa: BLE001 - a registry that is away or refuses does not end the sweep
+        print(f"gitune: warning: generator not registered as MLflow model {name!r}: {why(e)}", file=sys.stderr)
+        return None
+    return f"models:/{name}/{version.version}"
 
 
 WAIT_ENV = "GITUNE_TRACKING_WAIT_S"  # how long the end of a sweep waits for an absent tracking server

@@ -14,6 +14,10 @@ Why that holds:
   by the trial or, from its last checkpoint, by the sweep (gitune.tracking.close_trial).
 - Calls are bounded: MLflow's own HTTP retries are cut down (BOUNDED_HTTP) and a flush stops at the first
   connection failure, keeping everything for the next one.
+
+The one exception: MLflow's own system-metrics monitor (system/*), started on the run once it exists, logs
+from a thread of its own, straight to the store; it keeps sampling while the store is away (start_system_metrics).
+Dataset inputs (log_input) go through the outbox like the rest.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ BOUNDED_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BAC
 _AWAY = ("connection", "refused", "timed out", "timeout", "max retries", "temporarily unavailable",
          " 502", " 503", " 504", "bad gateway", "service unavailable", "gateway time")
 _BUSY = ("database is locked", "busy")
+# MLflow's system-metrics monitor (CPU, memory, disk, network; GPU with pynvml): seconds between samples, unless
+# MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL says otherwise. GITUNE_SYSTEM_METRICS=0 turns it off.
+SYSTEM_METRICS_INTERVAL = 10.0
+SYSTEM_METRICS_ENV = "GITUNE_SYSTEM_METRICS"
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +130,11 @@ class TrialRun:
         self.metrics: list[list] = []  # [key, value, timestamp ms, step], oldest first
         self.tags: dict[str, str] = {k: redact(str(v)) for k, v in (tags or {}).items()}
         self.artifacts: dict[str, bytes] = {}  # artifact path -> content; the latest wins
+        self.inputs: list[dict[str, Any]] = []  # dataset lineage (log_input), sent with MlflowClient.log_inputs
         self.status: str | None = None
         self.away_since: float | None = None
+        self.system_metrics = False  # open() sets it: the monitor starts once the run exists
+        self.monitor = None
 
     @classmethod
     def open(cls, ctx, trial_id: str, trial_name: str, params: dict[str, Any],
@@ -133,6 +144,7 @@ class TrialRun:
         for an absent server."""
         bound_http_calls()
         run = cls(ctx, trial_id, trial_name, params, tags)
+        run.system_metrics = os.environ.get(SYSTEM_METRICS_ENV, "1").strip().lower() not in ("0", "false", "no", "")
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
                 run.load(folder)
@@ -169,9 +181,16 @@ class TrialRun:
         name = Path(local_path).name
         self._artifact(f"{artifact_dir.rstrip('/')}/{name}" if artifact_dir else name, Path(local_path).read_bytes())
 
+    def log_input(self, name: str, digest: str, source: str, source_type: str, schema: str = "",
+                  profile: str = "", context: str = "training") -> None:
+        """Dataset lineage: an mlflow.entities.Dataset as the run's input (the run page's "Datasets used")."""
+        self.inputs.append({"name": name, "digest": digest, "source": source, "source_type": source_type,
+                            "schema": schema, "profile": profile, "context": context})
+
     def finish(self, status: str = "FINISHED", wait: float = 10.0) -> bool:
         """Close the run once everything queued is sent; waits up to `wait` s for an absent server (then the
         sweep sends it from the last checkpoint). True when it is closed."""
+        self.stop_system_metrics()
         self.tags[LOGGED_ALL] = "true"
         self.status = status
         return self.flush(wait)
@@ -180,7 +199,8 @@ class TrialRun:
         self.artifacts[path] = content
 
     def pending(self) -> int:
-        return len(self.metrics) + len(self.tags) + len(self.artifacts) + (self.status is not None)
+        return (len(self.metrics) + len(self.tags) + len(self.artifacts) + len(self.inputs)
+                + (self.status is not None))
 
     # -- sending --------------------------------------------------------------------------------------------
 
@@ -215,6 +235,10 @@ class TrialRun:
 
         if self.run_id is None:
             self._find_or_create()
+        if self.system_metrics and self.monitor is None and self.status is None:
+            self.start_system_metrics()
+        if self.inputs:
+            self._send_inputs()
         if self.tags:
             tags = dict(self.tags)
             call(lambda: self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()]))
@@ -253,6 +277,46 @@ class TrialRun:
         for i in range(0, len(items), MAX_PARAMS):
             call(lambda: self.client.log_batch(self.run_id, params=items[i:i + MAX_PARAMS]))
 
+    def _send_inputs(self) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = list(self.inputs)
+        datasets = [DatasetInput(Dataset(d["name"], d["digest"], d["source_type"], d["source"], d["schema"] or None,
+                                         d["profile"] or None), [InputTag("mlflow.data.context", d["context"])])
+                    for d in inputs]
+        # The store keeps a (name, digest) dataset once per experiment and an input once per run: sent again
+        # (a checkpoint's outbox after a restore) it adds nothing.
+        call(lambda: self.client.log_inputs(self.run_id, datasets=datasets))
+        del self.inputs[:len(inputs)]
+
+    # -- system metrics -------------------------------------------------------------------------------------
+
+    def start_system_metrics(self) -> None:
+        """MLflow's own system-metrics monitor on this run (a daemon thread logging system/* straight to the
+        store, the one thing that bypasses the outbox). It never stops the trial: a monitor that cannot start
+        is left out, and one that meets an absent store keeps sampling and sends when the store is back."""
+        _stop_monitor_of_this_process()
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # not 2 INFO lines per trial
+        try:
+            monitor = _SystemMetrics(self.run_id, sampling_interval=SYSTEM_METRICS_INTERVAL,
+                                     resume_logging=bool(self.resumed), tracking_uri=self.ctx.uri)
+            monitor.start()
+        except Exception as e:  # noqa: BLE001 - psutil missing, an odd platform, the store away
+            log.warning("MLflow system metrics left out of this trial's run: %s", why(e))
+            self.system_metrics = False
+            return
+        self.monitor = monitor
+        _running_monitor[:] = [monitor]
+
+    def stop_system_metrics(self) -> None:
+        """Stop the monitor, with a last sample sent when the store answers (a short trial still gets one);
+        waits at most a few seconds for its thread."""
+        monitor, self.monitor, self.system_metrics = self.monitor, None, False
+        if monitor is not None:
+            monitor.stop(send_last=self.away_since is None)
+            if _running_monitor and _running_monitor[0] is monitor:
+                _running_monitor.clear()
+
     def _upload(self, path: str, content: bytes) -> None:
         folder, _, name = path.rpartition("/")
         with tempfile.TemporaryDirectory(prefix="gitune-artifact-") as d:
@@ -272,7 +336,8 @@ class TrialRun:
             with open(os.path.join(folder, OUTBOX_DIR, names[path]), "wb") as f:
                 f.write(content)
         state = {"trial_id": self.trial_id, "trial_name": self.trial_name, "run_id": self.run_id,
-                 "params": self.params, "metrics": self.metrics, "tags": self.tags, "artifacts": names}
+                 "params": self.params, "metrics": self.metrics, "tags": self.tags, "artifacts": names,
+                 "inputs": self.inputs}
         with open(os.path.join(folder, OUTBOX_FILE), "w") as f:
             json.dump(state, f)
 
@@ -291,6 +356,7 @@ class TrialRun:
         self.metrics = [list(m) for m in state["metrics"]] + self.metrics
         self.tags = {**state["tags"], **self.tags}
         self.artifacts = {**artifacts, **self.artifacts}
+        self.inputs = [dict(d) for d in state.get("inputs") or []] + self.inputs
         self.params = {**state["params"], **self.params}
         self.trial_name = self.trial_name or state.get("trial_name", "")
         return True
@@ -304,3 +370,69 @@ class TrialRun:
             run.load(folder)
         run.trial_name = run.trial_name or trial_id
         return run
+
+
+_running_monitor: list = []  # the system-metrics monitor of the trial running in this process, if any
+
+
+def _stop_monitor_of_this_process() -> None:
+    """A reused Ray actor starts another trial in the same process: the last trial's monitor stops first."""
+    if _running_monitor:
+        _running_monitor.pop().stop(send_last=False)
+
+
+def _system_metrics_class():
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    class SystemMetrics(SystemMetricsMonitor):
+        """mlflow.system_metrics' monitor, made to outlast an absent store: its own loop ends at the first
+        failed call (no more samples for the rest of the trial); this one keeps sampling, keeps what it could
+        not send (BatchMetricsLogger keeps unsent points) and ends when the run is no longer RUNNING or at
+        stop()."""
+
+        def monitor(self):
+            from mlflow.tracking.client import MlflowClient
+
+            while not self._shutdown_event.is_set():
+                for _ in range(self.samples_before_logging):
+                    self.collect_metrics()
+                    if self._shutdown_event.wait(self.sampling_interval):
+                        return
+                try:
+                    status = MlflowClient(self._tracking_uri).get_run(self._run_id).info.status
+                except Exception:  # noqa: BLE001 - the store is away: keep the samples, try later
+                    continue
+                if status != "RUNNING":
+                    return
+                try:
+                    self.publish_metrics(self.aggregate_metrics())
+                except Exception as e:  # noqa: BLE001
+                    log.debug("system metrics not sent now: %s", why(e))
+
+        def stop(self, send_last: bool = True, join_s: float = 5.0) -> None:
+            self._shutdown_event.set()
+            thread, self._process = self._process, None
+            if thread is not None:
+                thread.join(join_s)
+                if thread.is_alive():  # stuck in a call to an absent store: it is a daemon, leave it
+                    return
+            if not send_last:
+                return
+            try:
+                self.collect_metrics()
+                self.publish_metrics(self.aggregate_metrics())
+                self.mlflow_logger.flush()
+            except Exception as e:  # noqa: BLE001
+                log.debug("last system metrics not sent: %s", why(e))
+
+    return SystemMetrics
+
+
+def _SystemMetrics(*args, **kwargs):  # noqa: N802 - the class, made on first use (mlflow imported lazily)
+    global _SYSTEM_METRICS_CLASS
+    if _SYSTEM_METRICS_CLASS is None:
+        _SYSTEM_METRICS_CLASS = _system_metrics_class()
+    return _SYSTEM_METRICS_CLASS(*args, **kwargs)
+
+
+_SYSTEM_METRICS_CLASS = None

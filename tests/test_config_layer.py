@@ -48,7 +48,8 @@ def test_each_spec_key_declared_once_with_default_check_and_doc():
         assert k.name.rpartition(".")[0] in ("", *names), f"{k.name}: its block is not declared"
     # Derived: the top-level keys, the blocks' defaults, what a file with only a name resolves to.
     assert list(S.TOP_KEYS) == [n for n in names if "." not in n] and S.TOP_KEYS is SK.TOP_KEYS
-    assert SK.SUB_DEFAULTS["search"] == {"type": "random", "seed": 0, "max_concurrent": None}
+    assert SK.SUB_DEFAULTS["search"] == {"type": "random", "seed": 0, "max_concurrent": None,
+                                         "points_to_evaluate": None}
     spec = S.build_spec({"name": "x", "generator": {}}, "x.yaml")
     for block, defaults in SK.SUB_DEFAULTS.items():
         resolved = {"max_t": C.DEFAULTS["train"]["epochs"]} if block == "scheduler" else {}

@@ -249,7 +249,7 @@ def test_kill_9_then_corrupt_latest_checkpoints_then_resume(tmp_path, sweep_env)
     assert [d.name for d in (tmp_path / "rr" / name).iterdir()] == [run_dir.name]  # the same run, continued
     for file in corrupted:
         assert f"checkpoint state {file} is unreadable" in text, text[-4000:]
-    _, children = _check_one_run_per_trial_none_running(client, name)
+    _, children = _check_one_run_per_trial_none_running(client, name, once=False)  # the corrupt epoch again
     for c in children:
         tid = c.data.tags["gitune.trial_id"]
         resumed = client.get_metric_history(c.info.run_id, "trial/resumed_at_epoch")

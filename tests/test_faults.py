@@ -119,7 +119,9 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _check_one_run_per_trial_none_running(client, name, trials=2):
+def _check_one_run_per_trial_none_running(client, name, trials=2, once=True):
+    """One MLflow run per trial, none RUNNING, the parent FINISHED; every epoch logged, and (`once`) only once.
+    A trial that falls back to an older checkpoint (the newest corrupt) trains, and logs, epochs again."""
     parents, children = _runs(client, name)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(children) == trials, [c.data.tags.get("gitune.trial_id") for c in children]
@@ -129,7 +131,7 @@ def _check_one_run_per_trial_none_running(client, name, trials=2):
     for c in children:
         assert c.info.status == "FINISHED" and c.data.metrics["epoch"] == EPOCHS
         steps = [m.step for m in client.get_metric_history(c.info.run_id, "epoch")]
-        assert sorted(steps) == list(range(1, EPOCHS + 1)), steps  # every epoch once: none lost, none twice
+        assert sorted(steps if once else set(steps)) == list(range(1, EPOCHS + 1)), steps  # none lost (or twice)
     return parents[0], children
 
 

@@ -76,10 +76,12 @@ def test_interrupt_then_resume_continues_same_run_at_checkpoint_epoch(tmp_path, 
     resumed_at = client.get_metric_history(run.info.run_id, "trial/resumed_at_epoch")
     assert len(resumed_at) == 1
     resumed_epoch = int(resumed_at[0].value)
-    # The checkpoint is written at the end of each reported epoch: at most the epoch in flight is lost.
-    assert stopped_epoch - 1 <= resumed_epoch <= stopped_epoch
+    # The checkpoint is written at the end of each reported epoch: at most the epoch in flight is lost. The trial
+    # restores from the newest checkpoint in its folder, which can be one epoch past what MLflow showed at the
+    # interrupt (the trial sends an epoch's points once Tune holds its checkpoint; the restored trial sends them).
+    assert stopped_epoch - 1 <= resumed_epoch <= stopped_epoch + 1
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch")]
-    assert sorted(set(steps)) == list(range(1, 41))
+    assert sorted(steps) == list(range(1, 41)), steps  # every epoch once: none lost, none twice
     assert steps.count(1) == 1, "the trial restarted from scratch"
     assert run.data.metrics["epoch"] == 40 and "test/bal_acc" in run.data.metrics
     parents = [r for r in client.search_runs([run.info.experiment_id]) if r.data.tags.get("gitune.role") == "sweep"]

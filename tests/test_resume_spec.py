@@ -254,3 +254,34 @@ def test_a_forced_generator_change_does_not_poison_the_cache(tmp_path, ray_sessi
     out = capsys.readouterr().out
     assert f"not stored in the cache under key {new_key}" in out
     assert sorted(p.name for p in cache.iterdir()) == [first_key]
+
+
+def test_printed_resume_command_keeps_force():
+    """A run resumed with --force needs it again at the next resume (spec.yaml is never rewritten): the
+    `continue with:` line carries it, with its keys."""
+    import shlex
+
+    from gitune import sweep
+
+    for force, expected in (([], None), (["--force"], ""), (["--force", "config.optim.lr,num_samples"],
+                                                            "config.optim.lr,num_samples")):
+        args = sweep.parse_args(["--space", "s.yaml", "--resume", *force])
+        words = shlex.split(sweep._resume_command(args))
+        assert words[0:3] == ["python", "-m", "gitune.sweep"] and "--resume" in words
+        if expected is None:
+            assert "--force" not in words
+        else:
+            assert "--force" in words
+            following = words[words.index("--force") + 1:]
+            assert (following[0] if following else "") == expected
+
+
+def test_a_key_added_later_with_a_null_default_is_no_change():
+    """A run folder whose spec.yaml predates a key (e.g. search.points_to_evaluate, time_budget_s: null by
+    default) resumes without --force; a non-null value for it is still a change."""
+    from gitune.run_folder import spec_changes
+
+    old = "name: x\nsearch: {type: random}\n"
+    assert spec_changes(old, "name: x\nsearch: {type: random, points_to_evaluate: null}\ntime_budget_s: null\n") == []
+    (change,) = spec_changes(old, "name: x\nsearch: {type: random}\ntime_budget_s: 60\n")
+    assert change[0] == "time_budget_s" and change[2] == 60

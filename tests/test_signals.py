@@ -195,6 +195,7 @@ def test_sigterm_to_the_driver_is_ctrl_c_then_resume(tmp_path, sweep_env):
     for c in children:
         assert c.info.status == "FINISHED" and c.data.metrics["epoch"] == EPOCHS
         resumed = client.get_metric_history(c.info.run_id, "trial/resumed_at_epoch")
-        assert len(resumed) == 1 and 1 <= resumed[0].value <= stopped[c.data.tags["gitune.trial_id"]]
+        # up to one epoch past what MLflow showed at the signal: see tests/test_resume.py
+        assert len(resumed) == 1 and 1 <= resumed[0].value <= stopped[c.data.tags["gitune.trial_id"]] + 1
         steps = [m.step for m in client.get_metric_history(c.info.run_id, "epoch")]
-        assert sorted(set(steps)) == list(range(1, EPOCHS + 1)) and steps.count(1) == 1
+        assert sorted(steps) == list(range(1, EPOCHS + 1)), steps  # every epoch once

@@ -38,7 +38,8 @@ def test_defaults_filled_and_space_parsed(tmp_path):
     assert spec.config["optim"]["milestones"] == [160, 180]  # default kept
     assert spec.config["model"]["arch"] == "small_cnn"  # file wins
     assert spec.space["optim.lr"] == {"loguniform": [0.01, 0.2]}
-    assert spec.search == {"type": "random", "seed": 0, "max_concurrent": None}
+    assert spec.search == {"type": "random", "seed": 0, "max_concurrent": None,
+                           "points_to_evaluate": None}
 
 
 def test_param_space_builds_tune_domains(tmp_path):

@@ -1,7 +1,8 @@
 """Long-tailed train / validation / test splits built from a source and a class-size profile.
 
-Validation comes from training images the long-tail subsampling left unused (docs/method.md, long-tailed data and §6: the
-reference code tuned on the test set; gitune does not), so hyperparameters never see the test split.
+Validation comes from training images the long-tail subsampling left unused (docs/method.md, long-tailed data
+and reference numbers: the reference code tuned on the test set; gitune does not), so hyperparameters never see the
+test split.
 """
 
 from __future__ import annotations

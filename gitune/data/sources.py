@@ -429,6 +429,148 @@ def load_imagefolder(cfg: dict) -> RawData:
     return RawData(xtr, ytr, xte, yte, len(names), names, _default_natural(cfg, xtr.shape[1]))
 
 
+# ---------------------------------------------------------------------------------------------- Tiny ImageNet
+
+TINY_FOLDER = "tiny-imagenet-200"
+_TINY_EXPECT = ("expected tiny-imagenet-200/ holding wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG and "
+                "val/val_annotations.txt, as unzipped from tiny-imagenet-200.zip")
+
+
+def _tiny_base(cfg: dict) -> str:
+    """The tiny-imagenet-200 folder: data.root/tiny-imagenet-200, or data.root itself when it is that folder."""
+    root = abspath(cfg["root"])
+    nested = os.path.join(root, TINY_FOLDER)
+    if os.path.isdir(nested):
+        return nested
+    if any(os.path.exists(os.path.join(root, n)) for n in ("wnids.txt", "train", "val")):
+        return root
+    raise UserError(f"data.root: {root}: Tiny ImageNet not found ({_TINY_EXPECT}; put the folder in data.root)")
+
+
+def _image_files(folder: str) -> list[str]:
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                  if _is_image(f) and os.path.isfile(os.path.join(folder, f)))
+
+
+def _tiny_layout(cfg: dict) -> tuple[list[str], dict[str, list[str]], dict[str, list[str]], str]:
+    """(wnids in wnids.txt order, wnid → sorted train files, wnid → val files, the folder); structure only:
+    every malformed part is one UserError naming the file."""
+    base = _tiny_base(cfg)
+    where = f"data.root: {base}"
+    wnids_path = os.path.join(base, "wnids.txt")
+    if not os.path.isfile(wnids_path):
+        raise UserError(f"{where}: missing wnids.txt (one class id per line; {_TINY_EXPECT})")
+    try:
+        with open(wnids_path, encoding="utf-8") as f:
+            wnids = [line.strip() for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"data.root: {wnids_path}: unreadable ({one_line(err)}; expected one class id per line)")
+    dup = next((w for i, w in enumerate(wnids) if w in wnids[:i]), None)
+    if dup is not None:
+        raise UserError(f"data.root: {wnids_path}: class {shown(dup)} listed twice (expected one line per class)")
+    if len(wnids) < 2:
+        raise UserError(f"data.root: {wnids_path}: {len(wnids)} class(es) (expected at least 2 class ids)")
+    if any(w in (".", "..") or os.sep in w or "/" in w for w in wnids):
+        bad = next(w for w in wnids if w in (".", "..") or os.sep in w or "/" in w)
+        raise UserError(f"data.root: {wnids_path}: class id {shown(bad)} is not a folder name (expected ids "
+                        f"such as n01443537)")
+    train_root = os.path.join(base, "train")
+    if not os.path.isdir(train_root):
+        raise UserError(f"{where}: missing train/ folder ({_TINY_EXPECT})")
+    known = set(wnids)
+    extra = sorted(d for d in os.listdir(train_root)
+                   if not d.startswith(".") and os.path.isdir(os.path.join(train_root, d)) and d not in known)
+    if extra:
+        raise UserError(f"data.root: {os.path.join(train_root, extra[0])}: class folder not listed in wnids.txt "
+                        f"(expected train/<wnid> for the ids of wnids.txt only)")
+    train = {}
+    for w in wnids:
+        cdir = os.path.join(train_root, w)
+        if not os.path.isdir(cdir):
+            raise UserError(f"data.root: {cdir}: missing class folder (wnids.txt lists {w}; expected "
+                            f"train/{w}/images/*.JPEG)")
+        idir = os.path.join(cdir, "images")
+        files = _image_files(idir if os.path.isdir(idir) else cdir)
+        if not files:
+            raise UserError(f"data.root: {idir if os.path.isdir(idir) else cdir}: no images (expected "
+                            f"train/{w}/images/*.JPEG)")
+        train[w] = files
+    _check_file_count(train, train_root)
+    val_root = os.path.join(base, "val")
+    ann_path = os.path.join(val_root, "val_annotations.txt")
+    if not os.path.isfile(ann_path):
+        raise UserError(f"{where}: missing val/val_annotations.txt (lines 'file<TAB>wnid…'; {_TINY_EXPECT})")
+    val_images = os.path.join(val_root, "images")
+    val: dict[str, list[str]] = {w: [] for w in wnids}
+    seen: set[str] = set()
+    try:
+        with open(ann_path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"data.root: {ann_path}: unreadable ({one_line(err)}; expected lines 'file<TAB>wnid…')")
+    if len(lines) > MAX_FOLDER_IMAGES:
+        raise UserError(f"data.root: {ann_path}: {len(lines):,} lines (expected at most {MAX_FOLDER_IMAGES:,})")
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t") if "\t" in line else line.split()
+        at = f"data.root: {ann_path} line {n}"
+        if len(fields) < 2:
+            raise UserError(f"{at}: {shown(line)} (expected 'file<TAB>wnid', optionally followed by the box)")
+        name, wnid = fields[0].strip(), fields[1].strip()
+        if wnid not in known:
+            raise UserError(f"{at}: class {shown(wnid)} is not in wnids.txt (expected one of its {len(wnids)} ids)")
+        if os.path.basename(name) != name or not _is_image(name):
+            raise UserError(f"{at}: {shown(name)} is not an image file name (expected e.g. val_0.JPEG)")
+        if name in seen:
+            raise UserError(f"{at}: {name} annotated twice (expected one line per image)")
+        path = os.path.join(val_images, name)
+        if not os.path.isfile(path):
+            raise UserError(f"{at}: image {path} not found (expected val/images/{name})")
+        seen.add(name)
+        val[wnid].append(path)
+    if not seen:
+        raise UserError(f"data.root: {ann_path}: no annotated images (expected lines 'file<TAB>wnid…' for "
+                        f"val/images/*.JPEG)")
+    return wnids, train, val, base
+
+
+def _tiny_names(base: str, wnids: list[str]) -> list[str]:
+    """Class names: 'wnid first-word' from words.txt when it is there, else the wnid."""
+    words: dict[str, str] = {}
+    try:
+        with open(os.path.join(base, "words.txt"), encoding="utf-8") as f:
+            for line in f:
+                wnid, _, text = line.rstrip("\n").partition("\t")
+                words[wnid.strip()] = text.split(",")[0].strip()
+    except (OSError, UnicodeDecodeError):
+        pass
+    return [f"{w} {words[w]}" if words.get(w) else w for w in wnids]
+
+
+def load_tinyimagenet(cfg: dict) -> RawData:
+    """Tiny ImageNet (data.root/tiny-imagenet-200): train/<wnid>/images as the training images (source order:
+    sorted file names), the annotated val/images as the test split; labels in wnids.txt order."""
+    wnids, train, val, base = _tiny_layout(cfg)
+    shape_ref: list = []
+    n_total = sum(len(v) for split in (train, val) for v in split.values())
+
+    def load(split: dict[str, list[str]]) -> tuple[Tensor, Tensor]:
+        files = [f for w in wnids for f in split[w]]
+        labels = [i for i, w in enumerate(wnids) for _ in split[w]]
+        a = _read_images(files, cfg, shape_ref, n_total)
+        return torch.from_numpy(a).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels, dtype=torch.int64)
+
+    xtr, ytr = load(train)
+    xte, yte = load(val)
+    return RawData(xtr, ytr, xte, yte, len(wnids), _tiny_names(base, wnids), _default_natural(cfg, xtr.shape[1]))
+
+
+def check_tinyimagenet(cfg: dict) -> None:
+    """The Tiny ImageNet layout (wnids.txt, class folders, val annotations); images are decoded by the loader."""
+    _tiny_layout(cfg)
+
+
 # ---------------------------------------------------------------------------------------------- entry points
 
 

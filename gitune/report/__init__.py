@@ -1,4 +1,5 @@
-"""`python -m gitune.report EXPERIMENT`: summary tables and figures of one sweep, read back from MLflow.
+"""`python -m gitune.report EXPERIMENT`: summary tables and figures of one sweep, read back from MLflow
+(with several experiment names: their pooled groups side by side, gitune.report.compare).
 
 Writes into a folder (default reports/<experiment>) and uploads the same files under `report/` on the
 sweep's parent run: the best trials, every trial, the headline metrics per group of trials pooled over seeds
@@ -14,5 +15,7 @@ Modules, each importing only those above it:
     analysis.py  the report's decisions: tuned keys and their distributions, defaults, ranking, importances
     figures.py   the matplotlib figures
     write.py     the report folder: report.md, CSV tables, figures
+    compare.py   several experiments (`python -m gitune.report A B ...`): their groups and paired differences
+                 side by side in one table, printed and written
     cli.py       argparse and main; nothing heavy is imported before the arguments are parsed
 """

@@ -1,4 +1,5 @@
-"""`python -m gitune.report EXPERIMENT`: summary tables and figures of one sweep, read back from MLflow.
+"""`python -m gitune.report EXPERIMENT [EXPERIMENT ...]`: summary tables and figures of one sweep, or several
+sweeps' pooled groups side by side, read back from MLflow.
 
 The command line (the package docstring says what the report holds). Only argparse and gitune.errors are
 imported before the arguments are parsed, so --help and usage errors are instant; MLflow, numpy, scipy,
@@ -14,17 +15,31 @@ from pathlib import Path
 from gitune.errors import CliParser, UserError, run_cli
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = CliParser(prog="python -m gitune.report", description=__doc__.splitlines()[0])
-    p.add_argument("experiment", help="MLflow experiment name (= the sweep's name)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's default, sqlite:///mlflow.db "
+EXAMPLES = """examples:
+  python -m gitune.report demo                          # the latest sweep of experiment demo -> reports/demo/
+  python -m gitune.report demo --all --group-by git.prob
+  python -m gitune.report cifar-ce-drs cifar-ldam-drw   # two sweeps side by side -> reports/compare-...
+  python -m gitune.report demo --tracking-uri http://127.0.0.1:5000
+"""
+
+
+def parse_args(argv: list[str] | None, prog: str = "python -m gitune.report") -> argparse.Namespace:
+    p = CliParser(prog=prog, description="Summary tables and figures of one sweep, or several sweeps' pooled "
+                  "groups side by side, read back from MLflow.",
+                  epilog=EXAMPLES.replace("python -m gitune.report", prog),
+                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", nargs="+", help="MLflow experiment name (= the sweep's name); with several, "
+                   "their groups pooled over seeds and paired against each one's baseline side by side in one "
+                   "table (default --out reports/compare-A-vs-B; not uploaded)")
+    p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: MLflow's default, sqlite:///mlflow.db "
                    "in the working directory)")
-    p.add_argument("--out", help="output folder (default: reports/<experiment>); replaced as a whole")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: reports/<experiment>, or reports/compare-A-vs-B with "
+                   "several experiments); replaced as a whole")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--parent", metavar="RUN_ID", help="report on this parent (sweep) run instead of the "
                        "experiment's most recent one")
     which.add_argument("--all", action="store_true", help="pool the trials of every parent run of the experiment")
-    p.add_argument("--top", type=int, default=10, help="rows of the best-trials table (default 10)")
+    p.add_argument("--top", type=int, default=10, metavar="N", help="rows of the best-trials table (default 10)")
     p.add_argument("--param", metavar="KEY", help="trial parameter for the few-shot accuracy plot (default: "
                    "git.prob when it varies, else the first varying numeric tuned parameter)")
     p.add_argument("--color-by", metavar="KEY", help="trial parameter that colours the class-size scatter "
@@ -47,14 +62,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_cli(run, parse_args(argv))
+def main(argv: list[str] | None = None, prog: str = "python -m gitune.report") -> int:
+    return run_cli(run, parse_args(argv, prog))
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the sweep, decide and check everything, then write the folder and upload it to the parent run."""
     if args.top < 1:
         raise UserError(f"--top: expected an integer ≥ 1, got {args.top}")
+    names = list(args.experiment)
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:
+        raise UserError(f"experiment '{twice}' named twice; expected distinct experiment names")
+    if len(names) > 1 and args.parent:
+        raise UserError(f"--parent {args.parent}: picks a run of one sweep; expected a single experiment with "
+                        f"--parent ({len(names)} given)")
     import gitune.report.analysis as analysis
     import gitune.report.load as load
     import gitune.report.write as write
@@ -63,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         write.check_out(Path(args.out))  # before any loading: a wrong --out costs one line
     uri, client = load.open_store(args.tracking_uri)
-    sweep = load.load_sweep(client, uri, args.experiment, args.parent, args.all)
+    if len(names) > 1:
+        return compare(args, names, uri, client)
+    sweep = load.load_sweep(client, uri, names[0], args.parent, args.all)
     plan = analysis.make_plan(sweep, top=args.top, finished_only=args.finished_only, param=args.param,
                               color_by=args.color_by, group_by=args.group_by, baseline=args.baseline)
     out = Path(args.out) if args.out else Path("reports") / safe_name(sweep.experiment)
@@ -83,4 +107,31 @@ def run(args: argparse.Namespace) -> int:
                   f"{(str(e).splitlines() or [type(e).__name__])[0]}", file=sys.stderr)
             return 1
         print(f"gitune: uploaded to parent run {target} under report/")
+    return 0
+
+
+def compare(args: argparse.Namespace, names: list[str], uri: str, client) -> int:
+    """Several experiments side by side: every name is loaded and planned (each refusal one line naming the
+    experiment) before anything is written."""
+    import gitune.report.analysis as analysis
+    import gitune.report.compare as cmp
+    import gitune.report.load as load
+
+    sweeps = [load.load_sweep(client, uri, name, None, args.all) for name in names]
+    plans = []
+    for sweep in sweeps:
+        try:
+            plans.append(analysis.make_plan(sweep, top=args.top, finished_only=args.finished_only,
+                                            param=args.param, color_by=args.color_by, group_by=args.group_by,
+                                            baseline=args.baseline))
+        except UserError as e:
+            text = str(e)
+            raise UserError(text if text.startswith(f"experiment '{sweep.experiment}'")
+                            else f"experiment '{sweep.experiment}': {text}") from None
+    blocks, metrics = cmp.make_blocks(plans)
+    out = Path(args.out) if args.out else cmp.default_out(names)
+    printed = cmp.write_comparison(blocks, metrics, out)
+    print(f"gitune: comparison of {len(names)} experiments ({', '.join(names)}) in {out}")
+    for text in printed:
+        print(text)
     return 0

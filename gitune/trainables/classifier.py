@@ -36,7 +36,7 @@ from gitune.training.compute import (Compute, cudnn_autotune, full_precision, re
 from gitune.training.losses import build_loss, needs_cosine_head
 from gitune.training.rules import rule_at_epoch
 from gitune.training.schedule import build_optimizer, build_scheduler
-from gitune.tracking import TrackingContext
+from gitune.tracking import TrackingContext, dataset_input, run_name
 from gitune.trial_run import LOGGED_ALL, TrialRun
 from gitune.trainables.checkpoint import newest_checkpoint, restore_state, save_state, state_of
 from gitune.trainables.diverged import end_diverged
@@ -387,8 +387,9 @@ def train_classifier(config: dict[str, Any], tracking: TrackingContext | None = 
             params["generator/source"] = generator.get("source", "")
         # Where this attempt runs (node, worker process): updated when a restored trial reopens its run.
         where = {"gitune.node_id": _node_id(), "gitune.pid": str(os.getpid())}
-        run = TrialRun.open(tracking, ctx.get_trial_id(), ctx.get_trial_name(), params,
+        run = TrialRun.open(tracking, ctx.get_trial_id(), run_name(tracking, ctx.get_trial_id(), config), params,
                             tags={"stage": "classifier", **where, LOGGED_ALL: "false"}, checkpoint=checkpoint)
+        run.log_input(**dataset_input(as_dict(cfg.data), counts, data.image_shape, data.class_names))
         if start_epoch > 0:
             run.log_metrics({"trial/resumed_at_epoch": start_epoch}, step=start_epoch)
         else:

@@ -29,7 +29,7 @@ from gitune.metrics.generator_fidelity import measure_fidelity, nuisance_synthes
 from gitune.models import count_parameters
 from gitune.generator_file import GENERATOR_FILE, export_generator
 from gitune.models.munit import MUNIT_DEFAULTS, build_munit, munit_check
-from gitune.tracking import TrackingContext
+from gitune.tracking import TrackingContext, dataset_input, run_name
 from gitune.trial_run import LOGGED_ALL, TrialRun
 from gitune.trainables.checkpoint import newest_checkpoint, restore_state, save_state
 from gitune.trainables.diverged import end_diverged
@@ -164,8 +164,9 @@ def train_generator(config: dict[str, Any], tracking: TrackingContext | None = N
         params.update({"generator/parameters": count_parameters(gen), "discriminator/parameters": count_parameters(dis),
                        "data/train_images": len(labels), "data/num_classes": data.num_classes,
                        "generator/lr_used": generator_lr(gc), **compute.describe()})
-        run = TrialRun.open(tracking, ctx.get_trial_id(), ctx.get_trial_name(), params,
-                            tags={"stage": "generator", LOGGED_ALL: "false"}, checkpoint=checkpoint)
+        run = TrialRun.open(tracking, ctx.get_trial_id(), run_name(tracking, ctx.get_trial_id(), config, "generator"),
+                            params, tags={"stage": "generator", LOGGED_ALL: "false"}, checkpoint=checkpoint)
+        run.log_input(**dataset_input(data_cfg, data.class_counts, data.image_shape, data.class_names))
         if start > 0:
             run.log_metrics({"trial/resumed_at_iteration": start}, step=start)
 
