@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
 from typing import Any
 
 from gitune.errors import UserError
@@ -35,7 +36,8 @@ def run_stage(spec, trainable, stage_dir: str, ctx, resume: bool, metric_columns
     trainable = tune.with_resources(trainable, {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]})
     if resume and tune.Tuner.can_restore(stage_dir):
         check_experiment_state(stage_dir)  # Tune itself would log the error and start the stage over
-        return _closed(_fit(_restore(tune, trainable, stage_dir, param_space(spec)), stage_dir), ctx, spec)
+        started = time.monotonic()
+        return _closed(_fit(_restore(tune, trainable, stage_dir, param_space(spec)), stage_dir), ctx, spec, started)
     from gitune.tracking import trial_status_callback
 
     storage, name = stage_dir.rsplit("/", 1)
@@ -51,17 +53,22 @@ def run_stage(spec, trainable, stage_dir: str, ctx, resume: bool, metric_columns
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
                                   scheduler=scheduler(spec), search_alg=search_algorithm(spec),
                                   time_budget_s=spec.time_budget_s)
+    started = time.monotonic()
     return _closed(_fit(tune.Tuner(trainable, param_space=param_space(spec), run_config=run_config,
-                                   tune_config=tune_config), stage_dir), ctx, spec)
+                                   tune_config=tune_config), stage_dir), ctx, spec, started)
 
 
-def _closed(results, ctx, spec):
+def _closed(results, ctx, spec, started: float):
     """The stage's results, after every trial's MLflow run was made complete and closed from its last checkpoint
-    where the trial could not do it (gitune.tracking.catch_up)."""
+    where the trial could not do it (gitune.tracking.catch_up). `results.time_budget_hit`: the stage ran into
+    `time_budget_s`, so trials cut off mid-way were stopped by the budget, not by Ctrl-C (nothing to resume)."""
+    budget = getattr(spec, "time_budget_s", None)
+    results.time_budget_hit = budget is not None and time.monotonic() - started >= budget
     if ctx is not None:
         from gitune.tracking import catch_up
 
-        catch_up(ctx, results, spec.scheduler["type"], cut_off)
+        catch_up(ctx, results, spec.scheduler["type"], cut_off,
+                 cut_label="time_budget" if results.time_budget_hit else None)
     return results
 
 

@@ -313,7 +313,12 @@ def _run_in_ray(args: argparse.Namespace, spec: SweepSpec, uri: str, root: str, 
         check_packing(spec, generator)
         results = _fit(spec, ctx, run_dir, args.resume, generator)
         if interrupted(results):
-            raise KeyboardInterrupt
+            if not getattr(results, "time_budget_hit", False):
+                raise KeyboardInterrupt
+            from gitune.stage import cut_off
+
+            print(f"gitune: time_budget_s ({spec.time_budget_s:g} s) reached: {sum(map(cut_off, results))} "
+                  f"trial(s) stopped before their last epoch (tag gitune.stopped_early=time_budget)")
         summary = _print_best(spec, results)
         _print_comparison(spec, results)
         if "best/trial_id" not in summary:

@@ -473,10 +473,11 @@ def _close_later(ctx: TrackingContext, trial_id: str, args: tuple, error: BaseEx
               f"trials' runs when it is back", file=sys.stderr)
 
 
-def catch_up(ctx: TrackingContext, results, scheduler: str, interrupted) -> None:
+def catch_up(ctx: TrackingContext, results, scheduler: str, interrupted, cut_label: str | None = None) -> None:
     """After a stage: every trial's run complete and closed, from the trials' last checkpoints, whatever the
-    store missed while it was away (also the runs of trials that ended before a --resume). Never raises: what
-    cannot be sent now waits in `_unclosed` for end_sweep."""
+    store missed while it was away (also the runs of trials that ended before a --resume). Trials cut off
+    mid-way end KILLED, or with `cut_label` (the stage's time budget stopped them) FINISHED and tagged stopped
+    early by it. Never raises: what cannot be sent now waits in `_unclosed` for end_sweep."""
     from gitune.trial_run import LOGGED_ALL
 
     todo = []
@@ -486,7 +487,11 @@ def catch_up(ctx: TrackingContext, results, scheduler: str, interrupted) -> None
         if not trial_id:
             continue  # never reported: no checkpoint; end_sweep closes a run it left RUNNING
         error = str(result.error) if result.error is not None else None
-        status, tags, reason = closing(last, result.config or {}, error, scheduler, interrupted(result))
+        cut = interrupted(result)
+        if cut and cut_label:
+            status, tags, reason = "FINISHED", {STOPPED_EARLY: cut_label, STOPPED_AT: str(last.get("epoch"))}, None
+        else:
+            status, tags, reason = closing(last, result.config or {}, error, scheduler, cut)
         todo.append((trial_id, (result.checkpoint, status, tags, reason)))
     if not todo:
         return

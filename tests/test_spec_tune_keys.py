@@ -11,6 +11,7 @@ import pytest
 
 from gitune import spaces, sweep
 from gitune.stage import run_stage
+from sweep_env import sweep_env  # noqa: F401 (a fixture: private Ray temp folder, nothing leaves this machine)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -285,3 +286,47 @@ def test_a_tuned_key_pinned_with_set_leaves_the_points(tmp_path, monkeypatch, ca
     assert spec.config["optim"]["lr"] == 0.03 and "optim.lr" not in spec.space
     spec = load_spec(space, overrides=["space.train.loss=null"])
     assert spec.search["points_to_evaluate"] == [{"optim.lr": 0.05, "train.batch_size": 64}]
+
+
+BUDGET = """
+name: budget
+num_samples: 1
+scheduler: {type: fifo}
+resources: {cpu: 1}
+time_budget_s: 15
+config:
+  data: {name: glyphs, n_max: 100, num_classes: 3, image_size: 16, val_per_class: 5, test_per_class: 5}
+  model: {arch: small_cnn}
+  train: {epochs: 1000, threads: 1}
+  optim: {warmup_epochs: 1, milestones: [2000]}
+  eval: {inv_interval: 0}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_time_budget_ends_the_sweep_normally_not_as_an_interrupt(tmp_path, sweep_env):
+    """Trials the budget stopped are not 'interrupted' (before: the sweep said so, exit 130, and asked for
+    --resume): the sweep ends 0 with its best trial, the run FINISHED and tagged stopped early by the budget."""
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    space = _write(tmp_path, BUDGET, "budget.yaml")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    out = subprocess.run([sys.executable, "-m", "gitune.sweep", "--space", str(space), "--tracking-uri", uri,
+                          "--storage", str(tmp_path / "rr")], cwd=tmp_path, env=sweep_env, capture_output=True,
+                         text=True, timeout=280)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-4000:]
+    assert "time_budget_s (15 s) reached: 1 trial(s) stopped before their last epoch" in text
+    assert "interrupted" not in text and "Best trial" in text
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("budget").experiment_id])
+    (child,) = [r for r in runs if r.data.tags.get("gitune.role") == "trial"]
+    (parent,) = [r for r in runs if r.data.tags.get("gitune.role") == "sweep"]
+    assert parent.info.status == "FINISHED" and child.info.status == "FINISHED"
+    assert child.data.tags["gitune.stopped_early"] == "time_budget"
+    epochs = int(child.data.tags["gitune.stopped_at_epoch"])
+    assert 1 <= epochs < 1000

