@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None, prog: str = "python -m gitune.report") ->
                   "groups side by side, read back from MLflow.",
                   epilog=EXAMPLES.replace("python -m gitune.report", prog),
                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", nargs="+", help="MLflow experiment name (= the sweep's name); with several, "
+    p.add_argument("experiment", nargs="+", metavar="EXPERIMENT", help="MLflow experiment name (= the sweep's name); with several, "
                    "their groups pooled over seeds and paired against each one's baseline side by side in one "
                    "table (default --out reports/compare-A-vs-B; not uploaded)")
     p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: MLflow's default, sqlite:///mlflow.db "
