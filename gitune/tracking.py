@@ -21,7 +21,8 @@ from typing import Any, Callable, TypeVar
 
 from gitune.errors import UserError
 from gitune.redact import redact
-from gitune.trial_run import MAX_PARAMS, PARENT, ROLE, TRIAL_ID, _client, child_runs, find_trial_run  # noqa: F401
+from gitune.trial_run import (MAX_PARAMS, PARENT, ROLE, TRIAL_ID, _client, child_runs,  # noqa: F401
+                              find_trial_run, unreachable)
 
 T = TypeVar("T")
 
@@ -49,9 +50,7 @@ def retry(fn: Callable[[], T], attempts: int = 8) -> T:
         try:
             return fn()
         except Exception as e:  # noqa: BLE001 - MLflow wraps sqlite/http errors in several types
-            text = str(e).lower()
-            transient = any(s in text for s in ("locked", "busy", "timed out", "connection", "503", "502"))
-            if not transient or i == attempts - 1:
+            if not unreachable(e) or i == attempts - 1:  # a busy SQLite file, a server that did not answer
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 5.0)

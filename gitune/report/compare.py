@@ -11,8 +11,6 @@ report) and prints the same tables; nothing is uploaded, as the comparison belon
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +21,8 @@ from gitune.errors import UserError
 from gitune.redact import redact
 from gitune.report.analysis import Plan, varying_keys
 from gitune.report.text import csv_text, fmt, keys_text, md_table, num, safe_name
-from gitune.report.write import (HEADLINE_TITLES, MARKER, _group_label, _interval, _mean_ci, _p, _replace_dir,
-                                 _signed, _source_text, check_out)
+from gitune.report.write import (HEADLINE_TITLES, _group_label, _interval, _mean_ci, _p, _signed,
+                                 _source_text, mark, write_replacing)
 
 
 @dataclass
@@ -102,19 +100,7 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def write_comparison(blocks: Sequence[Block], metrics: Sequence[str], out: Path) -> list[str]:
     """Write the comparison folder (replacing `out` as a whole, as a report does); returns the lines to print."""
-    check_out(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except OSError as e:
-        raise UserError(f"--out {out}: cannot create the folder ({e.strerror or e})") from None
-    try:
-        printed = _write(blocks, metrics, tmp)
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return printed
+    return write_replacing(out, lambda tmp: _write(blocks, metrics, tmp))
 
 
 def _write(blocks: Sequence[Block], metrics: Sequence[str], d: Path) -> list[str]:
@@ -168,5 +154,5 @@ def _write(blocks: Sequence[Block], metrics: Sequence[str], d: Path) -> list[str
         md.append(f"_No baseline (so no paired differences) for: {', '.join(f'`{n}`' for n in none)}; "
                   f"`--baseline KEY=VALUE` sets one for every experiment._\n")
     (d / "report.md").write_text("\n".join(md))
-    (d / MARKER).write_text("Written by gitune report. The next report to this folder replaces it as a whole.\n")
+    mark(d)
     return printed

@@ -65,8 +65,18 @@ def check_out(out: Path) -> None:
 
 
 def write_folder(plan: Plan, out: Path) -> str:
-    """Write the report into a temporary folder beside `out`, then replace `out` with it as a whole (nothing
-    half-written is left behind on an error). Returns the one-line summary."""
+    """Write the report as the folder `out` (see write_replacing). Returns the one-line summary."""
+    return write_replacing(out, lambda tmp: write_report(plan, tmp))
+
+
+def mark(folder: Path) -> None:
+    """The MARKER file that lets a later report replace `folder`."""
+    (folder / MARKER).write_text("Written by gitune report. The next report to this folder replaces it as a whole.\n")
+
+
+def write_replacing(out: Path, fill):
+    """Run `fill(folder)` on a temporary folder beside `out`, then replace `out` with it as a whole (nothing
+    half-written is left behind on an error); returns what `fill` returned."""
     check_out(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -74,12 +84,12 @@ def write_folder(plan: Plan, out: Path) -> str:
     except OSError as e:
         raise UserError(f"--out {out}: cannot create the folder ({e.strerror or e})") from None
     try:
-        summary = write_report(plan, tmp)
+        result = fill(tmp)
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return summary
+    return result
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:
@@ -105,7 +115,7 @@ def write_report(plan: Plan, d: Path) -> str:
     md += _few_shot_section(plan, d)
     md += _importance_section(plan, d)
     (d / "report.md").write_text("\n".join(md))
-    (d / MARKER).write_text("Written by gitune report. The next report to this folder replaces it as a whole.\n")
+    mark(d)
     rho_text = f"; pooled Spearman(class size, eKLD) = {_rho(rho)}" if math.isfinite(rho) else ""
     best_text = (f"; best {sweep.metric} = {fmt(ranked[0].metrics.get(sweep.metric))} (trial {ranked[0].trial_id})"
                  if ranked and finite(ranked[0].metrics.get(sweep.metric)) else "")
